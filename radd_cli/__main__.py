@@ -1,0 +1,3 @@
+from radd_cli.cli import main
+
+main()

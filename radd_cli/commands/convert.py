@@ -1,0 +1,36 @@
+"""`radd convert SRC DST`: rewrite a published model or training run in this project's layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from radd_cli.console import out
+from radd_cli.errors import RaddError
+from radd_cli.model import RADD
+
+
+def convert(
+    source: Annotated[str, typer.Argument(help="A published-layout folder, a Hub repo id, or a training-run folder.")],
+    destination: Annotated[Path, typer.Argument(help="Folder to write config.json + model.safetensors to.")],
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Training runs: use the raw weights, not the EMA ones.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into DST even if it is not empty.")] = False,
+) -> None:
+    """Convert a published RADD model (or a training run of the published code) to radd's layout."""
+    if destination.exists() and not destination.is_dir():
+        raise RaddError(f"{destination} is a file; give a folder to write the model to")
+    if destination.is_dir() and any(destination.iterdir()) and not force:
+        raise RaddError(f"{destination} is not empty; pass --force to write into it anyway")
+    model = RADD.from_pretrained(source, ema=not no_ema)
+    model.save_pretrained(destination)
+    config = model.config
+    parameters = sum(p.numel() for p in model.parameters())
+    out.print(
+        f"Converted {model.extras['source']} → {destination}\n"
+        f"  {parameters / 1e6:.1f}M parameters: d={config.hidden_size}, heads={config.n_heads}, "
+        f"blocks={config.n_blocks}, V={config.vocab_size}, L={config.length}; "
+        f"noise {model.extras['noise'].get('type')}; tokenizer {model.extras['tokenizer']}",
+        highlight=False,
+    )

@@ -1,0 +1,59 @@
+"""The forward (masking) process and the draws of t, λ and k that the objectives use (SPEC §4).
+
+Every function takes an optional `torch.Generator`; random numbers are drawn on the generator's
+device (the CPU when none is given) in float64 and then moved to the data's device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def uniform(shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Float64 uniforms in [0, 1) of `shape`, drawn on the generator's device, returned on `device`."""
+    source = generator.device if generator is not None else "cpu"
+    return torch.rand(shape, generator=generator, device=source, dtype=torch.float64).to(device)
+
+
+def random_permutation(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    source = generator.device if generator is not None else "cpu"
+    return torch.randperm(n, generator=generator, device=source).to(device)
+
+
+def stratified_uniform(batch_size: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """(u + j/B) mod 1 for j = 0..B−1 with one shared u: a low-variance batch of U(0, 1) draws.
+
+    The strata are dealt to the rows in a random order, so no row (and no datum) is tied to a stratum:
+    each row's value is marginally U(0, 1).
+    """
+    shared = uniform((1,), generator, device)
+    strata = random_permutation(batch_size, generator, device).to(torch.float64)
+    return torch.remainder(shared + strata / batch_size, 1.0)
+
+
+def mask_with_probability(
+    x0: torch.Tensor, probability: torch.Tensor, mask_id: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask each token of row b independently with probability `probability[b]`.
+
+    Returns (x_t, masked): the noised tokens (B, L) and the bool mask of masked positions (B, L).
+    """
+    masked = uniform(x0.shape, generator, x0.device) < probability[:, None]
+    return torch.where(masked, mask_id, x0), masked
+
+
+def mask_exactly(
+    x0: torch.Tensor, count: torch.Tensor, mask_id: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask exactly `count[b]` positions of row b, chosen uniformly without replacement."""
+    ranks = uniform(x0.shape, generator, x0.device).argsort(dim=1).argsort(dim=1)  # a random rank per position
+    masked = ranks < count[:, None]
+    return torch.where(masked, mask_id, x0), masked
+
+
+def places(order: torch.Tensor) -> torch.Tensor:
+    """The inverse of a batch of orders (B, L): places[b, order[b, j]] = j."""
+    batch, length = order.shape
+    place = torch.empty_like(order)
+    place.scatter_(1, order, torch.arange(length, device=order.device).expand(batch, length).contiguous())
+    return place

@@ -1,0 +1,306 @@
+"""The RADD network (SPEC §3): tokens in, log-probabilities over the real vocabulary out.
+
+A bidirectional transformer with rotary positions and no time input. Parameter names, shapes, order
+and initialisation follow the published checkpoints so that they load with strict key matching.
+Norms and the final log-softmax always run in float32; the rest follows the caller's autocast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from radd_cli import pretrained
+from radd_cli.errors import CheckpointError, ConfigError
+
+ATTENTION_BACKENDS = ("sdpa", "flash")
+
+# Hidden size, heads and blocks of the named sizes; the published models are small and medium.
+SIZES = {
+    "tiny": {"hidden_size": 64, "n_heads": 4, "n_blocks": 2},
+    "small": {"hidden_size": 768, "n_heads": 12, "n_blocks": 12},
+    "medium": {"hidden_size": 1024, "n_heads": 16, "n_blocks": 24},
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a RADD network. `vocab_size` counts real tokens; the mask token is id `vocab_size`."""
+
+    vocab_size: int
+    length: int
+    hidden_size: int = 768
+    n_heads: int = 12
+    n_blocks: int = 12
+    dropout: float = 0.1
+    attention: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("vocab_size", "length", "hidden_size", "n_heads", "n_blocks"):
+            if getattr(self, name) < 1:
+                problems.append(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if self.n_heads >= 1 and self.hidden_size % self.n_heads:
+            problems.append(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by model.n_heads ({self.n_heads})"
+            )
+        elif self.n_heads >= 1 and (self.hidden_size // self.n_heads) % 2:
+            problems.append("model.hidden_size / model.n_heads must be even for rotary embeddings")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.attention not in ATTENTION_BACKENDS:
+            problems.append(f"model.attention must be one of {ATTENTION_BACKENDS}, got {self.attention!r}")
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.n_heads
+
+
+class LayerNorm(nn.Module):
+    """Layer norm in float32 without affine, then × weight + bias (both initialised to ones)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = F.layer_norm(x.float(), x.shape[-1:])
+        return x * self.weight + self.bias
+
+
+class Embedding(nn.Module):
+    """Token lookup with a (V + 1, d) table; the extra row is the mask token."""
+
+    def __init__(self, num_tokens: int, dim: int):
+        super().__init__()
+        self.embedding = nn.Parameter(torch.empty(num_tokens, dim))
+        nn.init.kaiming_uniform_(self.embedding, a=math.sqrt(5))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.embedding[tokens]
+
+
+class Rotary(nn.Module):
+    """Rotary position angles; `inv_freq` is a (persistent) buffer of the published state dict."""
+
+    def __init__(self, head_dim: int, base: float = 10_000.0):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim))
+
+    def forward(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(length, device=device, dtype=self.inv_freq.dtype)
+        freqs = torch.outer(positions, self.inv_freq)  # (L, hd/2)
+        angles = torch.cat((freqs, freqs), dim=-1)  # (L, hd)
+        return angles.cos(), angles.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, L, H, hd) queries or keys by the (L, hd) angles, in x's dtype."""
+    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)  # (L, 1, hd)
+    return x * cos + rotate_half(x) * sin
+
+
+def _cuda_attention_backends() -> list:
+    from torch.nn.attention import SDPBackend
+
+    # cuDNN attention measured 1.7x faster than flash on an H100 (SPEC §9); fall back in this order.
+    return [
+        SDPBackend.CUDNN_ATTENTION,
+        SDPBackend.FLASH_ATTENTION,
+        SDPBackend.EFFICIENT_ATTENTION,
+        SDPBackend.MATH,
+    ]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
+    """Non-causal attention over (B, L, H, hd) tensors, returning (B, L, H, hd)."""
+    if backend == "flash":
+        from flash_attn import flash_attn_func
+
+        return flash_attn_func(q, k, v)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, hd)
+    if q.is_cuda:
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(_cuda_attention_backends(), set_priority=True):
+            out = F.scaled_dot_product_attention(q, k, v)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2)  # (B, L, H, hd)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; attribute names match the published `blocks.{i}` keys."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        dim = config.hidden_size
+        self.n_heads = config.n_heads
+        self.dropout = config.dropout
+        self.backend = config.attention
+        self.norm1 = LayerNorm(dim)
+        self.attn_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.attn_out = nn.Linear(dim, dim, bias=False)
+        self.norm2 = LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(approximate="tanh"), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        qkv = self.attn_qkv(self.norm1(x)).view(batch, length, 3, self.n_heads, dim // self.n_heads)
+        q, k, v = qkv.unbind(dim=2)  # each (B, L, H, hd)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        attended = attention(q, k, v, self.backend).reshape(batch, length, dim)
+        x = x + F.dropout(self.attn_out(attended), p=self.dropout, training=self.training)
+        return x + F.dropout(self.mlp(self.norm2(x)), p=self.dropout, training=self.training)
+
+
+class OutputLayer(nn.Module):
+    """Final norm and the projection to V + 1 logits, initialised to zero (uniform predictions)."""
+
+    def __init__(self, dim: int, num_tokens: int):
+        super().__init__()
+        self.norm_final = LayerNorm(dim)
+        self.linear = nn.Linear(dim, num_tokens)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+
+class RADD(nn.Module):
+    """c_θ(x_t): log p(x0^i = v | visible tokens of x_t) at every position i, for the V real tokens."""
+
+    scores_selected_positions = True  # forward takes `where` and `targets` (see scoring.py)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.attention == "flash":
+            _require_flash_attn()
+        self.config = config
+        self.vocab_size = config.vocab_size
+        self.mask_id = config.vocab_size
+        self.vocab_embed = Embedding(config.vocab_size + 1, config.hidden_size)
+        self.rotary_emb = Rotary(config.head_dim)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
+        self.output_layer = OutputLayer(config.hidden_size, config.vocab_size + 1)
+        self.extras: dict = {}  # what the loaded files said besides weights: noise, tokenizer, source
+        self.chunk_size = 4096  # positions per chunk of output projection when scoring targets
+
+    def trunk(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, L, d) after the last block, before the final norm."""
+        x = self.vocab_embed(tokens)  # (B, L, d)
+        cos, sin = self.rotary_emb(tokens.shape[1], tokens.device)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return x
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float32 log-probs (..., V) over the real tokens from hidden states (..., d)."""
+        logits = self.output_layer.linear(self.output_layer.norm_final(hidden))  # (..., V + 1)
+        return logits[..., : self.vocab_size].float().log_softmax(dim=-1)
+
+    def forward(
+        self, tokens: torch.Tensor, where: torch.Tensor | None = None, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Int64 tokens (B, L), mask = V → float32 log-probs.
+
+        - no `where`: log-probs (B, L, V) at every position;
+        - `where`, a bool (B, L): log-probs (N, V) at its N true positions, row-major; only those
+          positions go through the output projection;
+        - `where` and `targets` (N,): log p(targets) (N,), computed in chunks of positions whose
+          (chunk, V) logits are recomputed in the backward pass instead of stored, so the (B, L, V)
+          output never exists.
+        Everything goes through forward so that DDP, FSDP and torch.compile wrappers see the call.
+        """
+        hidden = self.trunk(tokens)  # (B, L, d)
+        if where is None:
+            return self.head(hidden)
+        hidden = hidden[where]  # (N, d)
+        if targets is None:
+            return self.head(hidden)
+        pieces = [
+            checkpoint(self._chunk_target_log_probs, h, t, use_reentrant=False)
+            if torch.is_grad_enabled()
+            else self._chunk_target_log_probs(h, t)
+            for h, t in zip(hidden.split(self.chunk_size), targets.split(self.chunk_size))
+        ]
+        return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+
+    def _chunk_target_log_probs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden).gather(-1, targets[:, None]).squeeze(-1)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | Path, *, ema: bool = True) -> RADD:
+        """Load this project's layout, a published model (folder or Hub id) or a published training run.
+
+        For a training run, `ema` picks the EMA weights (the ones to sample and evaluate with).
+        The noise schedule and tokenizer the files name are kept in `model.extras`.
+        """
+        files = pretrained.read(path_or_repo_id, ema=ema)
+        model = cls(ModelConfig(**files.model))
+        load_state_dict_strict(model, files.state_dict, files.source)
+        model.extras = {"noise": files.noise, "tokenizer": files.tokenizer, "source": files.source}
+        return model
+
+    def save_pretrained(self, directory: str | Path, *, noise: dict | None = None, tokenizer=None) -> Path:
+        """Write this project's layout: config.json + model.safetensors (+ the tokenizer's files)."""
+        extras = getattr(self, "extras", {})
+        return pretrained.write(
+            directory,
+            model_config=asdict(self.config),
+            state_dict=self.state_dict(),
+            noise=noise if noise is not None else extras.get("noise"),
+            tokenizer=tokenizer if tokenizer is not None else extras.get("tokenizer"),
+        )
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> None:
+    """load_state_dict(strict=True), with missing/unexpected keys and shape mismatches as one line."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_few(unexpected)}")
+    if wrong:
+        problems.append(f"shape mismatches (file vs config) {_few(wrong)}")
+    if problems:
+        raise CheckpointError(
+            f"{source}: weights do not match the network its config describes: " + "; ".join(problems)
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _few(items: list[str], limit: int = 3) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _require_flash_attn() -> None:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "model.attention = 'flash' needs flash-attn, which is not installed: "
+            "pip install 'radd[flash]' on a CUDA machine, or use attention = 'sdpa'"
+        ) from None
