@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from radd_cli import __version__
-from radd_cli.commands import convert
+from radd_cli.commands import convert, infill, recipes, sample, train
 from radd_cli.console import err
 from radd_cli.errors import RaddError
 
@@ -60,6 +60,10 @@ def root(
     """radd: reparameterized absorbing discrete diffusion language models."""
 
 
+app.command("train")(clean_errors(train.train))
+app.command("sample")(clean_errors(sample.sample))
+app.command("infill")(clean_errors(infill.infill))
+app.command("recipes")(clean_errors(recipes.recipes))
 app.command("convert")(clean_errors(convert.convert))
 
 

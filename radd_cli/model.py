@@ -110,9 +110,8 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, L, H, hd) queries or keys by the (L, hd) angles, in x's dtype."""
-    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)  # (L, 1, hd)
-    return x * cos + rotate_half(x) * sin
+    """Rotate (B, H, L, hd) queries or keys by the (L, hd) angles, in x's dtype."""
+    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
 
 
 def _cuda_attention_backends() -> list:
@@ -128,20 +127,18 @@ def _cuda_attention_backends() -> list:
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
-    """Non-causal attention over (B, L, H, hd) tensors, returning (B, L, H, hd)."""
+    """Non-causal attention over (B, H, L, hd) tensors, returning (B, H, L, hd)."""
     if backend == "flash":
         from flash_attn import flash_attn_func
 
-        return flash_attn_func(q, k, v)
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, hd)
+        # flash-attn wants (B, L, H, hd)
+        return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     if q.is_cuda:
         from torch.nn.attention import sdpa_kernel
 
         with sdpa_kernel(_cuda_attention_backends(), set_priority=True):
-            out = F.scaled_dot_product_attention(q, k, v)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v)
-    return out.transpose(1, 2)  # (B, L, H, hd)
+            return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 class Block(nn.Module):
@@ -162,9 +159,9 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         batch, length, dim = x.shape
         qkv = self.attn_qkv(self.norm1(x)).view(batch, length, 3, self.n_heads, dim // self.n_heads)
-        q, k, v = qkv.unbind(dim=2)  # each (B, L, H, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(dim=0)  # each (B, H, L, hd)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        attended = attention(q, k, v, self.backend).reshape(batch, length, dim)
+        attended = attention(q, k, v, self.backend).transpose(1, 2).reshape(batch, length, dim)
         x = x + F.dropout(self.attn_out(attended), p=self.dropout, training=self.training)
         return x + F.dropout(self.mlp(self.norm2(x)), p=self.dropout, training=self.training)
 
@@ -207,10 +204,15 @@ class RADD(nn.Module):
             x = block(x, cos, sin)
         return x
 
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits (..., V) of the real tokens; the mask column of the projection is never computed."""
+        linear = self.output_layer.linear
+        normed = self.output_layer.norm_final(hidden)
+        return F.linear(normed, linear.weight[: self.vocab_size], linear.bias[: self.vocab_size])
+
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 log-probs (..., V) over the real tokens from hidden states (..., d)."""
-        logits = self.output_layer.linear(self.output_layer.norm_final(hidden))  # (..., V + 1)
-        return logits[..., : self.vocab_size].float().log_softmax(dim=-1)
+        return self.logits(hidden).float().log_softmax(dim=-1)
 
     def forward(
         self, tokens: torch.Tensor, where: torch.Tensor | None = None, targets: torch.Tensor | None = None
@@ -231,16 +233,18 @@ class RADD(nn.Module):
         hidden = hidden[where]  # (N, d)
         if targets is None:
             return self.head(hidden)
+        if len(hidden) <= self.chunk_size:  # one chunk: nothing to gain from recomputation
+            return self._chunk_target_log_probs(hidden, targets)
         pieces = [
             checkpoint(self._chunk_target_log_probs, h, t, use_reentrant=False)
             if torch.is_grad_enabled()
             else self._chunk_target_log_probs(h, t)
             for h, t in zip(hidden.split(self.chunk_size), targets.split(self.chunk_size))
         ]
-        return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+        return torch.cat(pieces)
 
     def _chunk_target_log_probs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.head(hidden).gather(-1, targets[:, None]).squeeze(-1)
+        return -F.cross_entropy(self.logits(hidden).float(), targets, reduction="none")  # fused log-softmax + pick
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | Path, *, ema: bool = True) -> RADD:

@@ -1,0 +1,49 @@
+"""`radd train --recipe NAME|FILE [section.key=value ...]`: train from a TOML recipe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from radd_cli.console import out
+from radd_cli.recipe import load_recipe
+from radd_cli.runtime import launched_as_one_of_many, relaunch_on_gpus
+
+
+def train(
+    overrides: Annotated[
+        Optional[list[str]], typer.Argument(help="Recipe overrides, e.g. training.lr=1e-4 model.n_blocks=6.")
+    ] = None,
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="A shipped recipe name (`radd recipes`) or a TOML file.")] = "tiny",
+    run_dir: Annotated[
+        Optional[Path], typer.Option("--run-dir", help="Run folder (default runs/<recipe name>); re-running resumes it.")
+    ] = None,
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs of this machine to train on (one process each).")] = 1,
+) -> None:
+    """Train a RADD model. Re-running the same command resumes from the last complete checkpoint."""
+    from radd_cli.trainer import Trainer
+
+    loaded = load_recipe(recipe, overrides or [])  # validate everything before any work
+    if gpus > 1 and not launched_as_one_of_many():
+        argv = [arg for arg in sys.argv[1:]]
+        raise typer.Exit(relaunch_on_gpus(gpus, _without_gpus(argv)))
+    folder = run_dir or Path("runs") / loaded.name
+    result = Trainer(loaded, folder).run()
+    if result.samples:
+        out.print(f"\nA sample from {result.final_dir}:\n", highlight=False)
+        out.print(result.samples[0], markup=False, highlight=False)
+
+
+def _without_gpus(argv: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--gpus":
+            skip = True
+        elif not arg.startswith("--gpus="):
+            kept.append(arg)
+    return kept

@@ -1,0 +1,84 @@
+"""What a training run reports: a rich progress bar, train.log, metrics.jsonl, sample files, and
+accelerate trackers (tensorboard, wandb) when the recipe asks. Only the main process writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+from rich.markup import escape
+from rich.progress import TextColumn
+
+from radd_cli.console import err, progress_bar
+
+
+class RunLogger:
+    def __init__(self, folder, runtime, recipe):
+        self.folder, self.runtime, self.recipe = folder, runtime, recipe
+        self.every = recipe.logging.every
+        self._window: list[float] = []
+        self._trackers = bool(recipe.logging.trackers)
+        if self._trackers:
+            flat = {f"{section}.{key}": value for section, values in recipe.to_dict().items()
+                    if isinstance(values, dict) for key, value in values.items()}
+            runtime.accelerator.init_trackers(recipe.name, config={k: str(v) for k, v in flat.items()})
+
+    @property
+    def active(self) -> bool:
+        return self.runtime.is_main
+
+    def line(self, text: str) -> None:
+        if not self.active:
+            return
+        self.folder.path.mkdir(parents=True, exist_ok=True)
+        with open(self.folder.log_file, "a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        err.print(escape(text), highlight=False)
+
+    def metrics(self, step: int, values: dict) -> None:
+        if self.active:
+            with open(self.folder.metrics_file, "a") as handle:
+                handle.write(json.dumps({"step": step, **values}) + "\n")
+            if self._trackers:
+                self.runtime.accelerator.log(values, step=step)
+            self.line(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+
+    def after_step(self, state, loss_per_token: float, tokens_per_second: float, lr: float) -> None:
+        self._window.append(loss_per_token)
+        if state.step % self.every == 0:
+            mean = sum(self._window) / len(self._window)
+            self._window = []
+            self.metrics(state.step, {"train/nats_per_token": mean, "lr": lr, "tokens_per_second": tokens_per_second,
+                                      "skipped_nonfinite": state.skipped_nonfinite})
+
+    def samples(self, step: int, texts: list[str]) -> None:
+        self.folder.samples.mkdir(parents=True, exist_ok=True)
+        separator = "\n" + "=" * 40 + "\n"
+        (self.folder.samples / f"step_{step}.txt").write_text(separator.join(texts) + "\n")
+        preview = " ".join(texts[0].split())[:160] if texts else ""
+        self.line(f"step {step}: sample: {preview}")
+
+    @contextlib.contextmanager
+    def progress(self, start: int, total: int):
+        """Yields update(step, nats_per_token, tokens_per_second); a live bar on the main process."""
+        if not self.active:
+            yield lambda *args: None
+            return
+        with progress_bar(TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s")) as bar:
+            task = bar.add_task("train", total=total, completed=start, loss="-", speed="-")
+
+            def update(step: int, loss: float, speed: float) -> None:
+                bar.update(task, completed=step, loss=f"{loss:.3f}", speed=f"{speed:,.0f}")
+
+            yield update
+
+    def finish(self, state, valid_loss: float, tokens_per_second: float, seconds: float, final: Path) -> None:
+        self.metrics(state.step, {"valid/nats_per_token": valid_loss})
+        self.line(
+            f"done: {state.step} steps in {seconds:.1f}s, {tokens_per_second:,.0f} tokens/s, "
+            f"validation {valid_loss:.4f} nats/token, {state.skipped_nonfinite} skipped steps; model in {final}"
+        )
+        if self._trackers:
+            self.runtime.accelerator.end_training()

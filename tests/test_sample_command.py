@@ -1,0 +1,93 @@
+"""`radd sample` through Typer's CliRunner on a tiny checkpoint."""
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from radd_cli.cli import app
+from radd_cli.model import RADD
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, ["sample", *map(str, args)])
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_sample_prints_samples_and_a_summary_and_writes_jsonl(tmp_path, tiny_checkpoint):
+    result = run("--model", tiny_checkpoint, "-n", 3, "--steps", 8, "--output", tmp_path / "s.jsonl")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("sample ") >= 3 and "NFE per sequence" in result.output and "expected" in result.output
+    assert "\x1b[" not in result.output  # plain when piped
+    rows = read_jsonl(tmp_path / "s.jsonl")
+    assert [row["seed"] for row in rows] == [0, 1, 2]
+    for row in rows:
+        assert set(row) >= {"index", "text", "token_ids", "seed", "nfe", "settings"}
+        assert len(row["token_ids"]) == 16 and 1 <= row["nfe"] <= 8
+        assert row["settings"]["steps"] == 8 and row["settings"]["method"] == "tweedie" and row["settings"]["cache"]
+    assert run("--model", tiny_checkpoint, "-n", 2, "--output", tmp_path / "s.txt").exit_code == 0
+    assert (tmp_path / "s.txt").read_text().strip()
+
+
+def test_same_seed_same_samples_whatever_the_batch_size(tmp_path, tiny_checkpoint):
+    for batch in (1, 4):
+        assert run("--model", tiny_checkpoint, "-n", 4, "--batch-size", batch, "--seed", 7, "--steps", 16,
+                   "--output", tmp_path / f"b{batch}.jsonl").exit_code == 0
+    one, four = read_jsonl(tmp_path / "b1.jsonl"), read_jsonl(tmp_path / "b4.jsonl")
+    assert [r["token_ids"] for r in one] == [r["token_ids"] for r in four]
+    assert run("--model", tiny_checkpoint, "-n", 1, "--seed", 9, "--steps", 16, "--output", tmp_path / "alone.jsonl").exit_code == 0
+    assert read_jsonl(tmp_path / "alone.jsonl")[0]["token_ids"] == one[2]["token_ids"]  # seed 7 + 2
+
+
+def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
+    (tmp_path / "order.txt").write_text(" ".join(map(str, reversed(range(16)))))
+    for extra in (["--method", "ordered"], ["--method", "ordered", "--order", "backward"],
+                  ["--method", "ordered", "--order", "random"], ["--method", "ordered", "--order", tmp_path / "order.txt"],
+                  ["--method", "euler", "--top-k", 5], ["--top-p", 0.9, "--temperature", 0.7]):
+        result = run("--model", tiny_checkpoint, "-n", 2, "--steps", 8, *extra, "--output", tmp_path / "o.jsonl")
+        assert result.exit_code == 0, (extra, result.output)
+        if "ordered" in extra:
+            assert all(row["nfe"] == 16 for row in read_jsonl(tmp_path / "o.jsonl"))
+    result = run("--model", tiny_checkpoint, "-n", 2, "--steps", 8, "--no-cache", "--output", tmp_path / "n.jsonl")
+    assert result.exit_code == 0 and all(row["nfe"] == 8 for row in read_jsonl(tmp_path / "n.jsonl"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top-p", 0], "top_p must be in (0, 1]"),
+    (["--top-p", 1.5], "top_p must be in (0, 1]"),
+    (["--top-k", 0], "top_k must be at least 1"),
+    (["--steps", 0], "steps must be at least 1"),
+    (["--top-p", 0.5, "--top-k", 3], "not both"),
+    (["--strategy", "top_p"], "top_p must be in (0, 1]"),
+    (["--length", 64], "longer than the model's training length 16"),
+    (["--method", "ordered", "--order", "sideways"], "is not forward, backward, random"),
+    (["--output", "samples.csv"], "use a .txt or .jsonl file"),
+    (["--device", "cuda:0"], "asked for a GPU"),
+    (["--dtype", "bf16"], "needs a GPU"),
+])
+def test_bad_options_are_one_line_errors(tiny_checkpoint, args, message):
+    result = run("--model", tiny_checkpoint, *args)
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_missing_model_and_mismatched_tokenizer(tmp_path, tiny_checkpoint):
+    result = run("--model", tmp_path / "nowhere")
+    assert result.exit_code == 1 and "no such folder" in result.output
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    model = RADD.from_pretrained(broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["model"]["vocab_size"] = 299
+    (broken / "config.json").write_text(json.dumps(config))
+    state = {k: (v[1:] if v.shape[0] == 301 else v) for k, v in model.state_dict().items()}
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in state.items()}, broken / "model.safetensors")
+    result = run("--model", broken)
+    assert result.exit_code == 1 and "the model has 299 tokens but its tokenizer" in result.output
