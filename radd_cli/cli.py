@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from radd_cli import __version__
-from radd_cli.commands import convert, infill, recipes, sample, train
+from radd_cli.commands import bench, convert, evaluate, infill, recipes, sample, train
 from radd_cli.console import err
 from radd_cli.errors import RaddError
 
@@ -63,8 +63,15 @@ def root(
 app.command("train")(clean_errors(train.train))
 app.command("sample")(clean_errors(sample.sample))
 app.command("infill")(clean_errors(infill.infill))
+app.command("eval")(clean_errors(evaluate.evaluate))
 app.command("recipes")(clean_errors(recipes.recipes))
 app.command("convert")(clean_errors(convert.convert))
+
+bench_app = typer.Typer(help="Measure sampling, training and evaluation speed.", no_args_is_help=True)
+bench_app.command("sample")(clean_errors(bench.bench_sample))
+bench_app.command("train")(clean_errors(bench.bench_train))
+bench_app.command("eval")(clean_errors(bench.bench_eval))
+app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:

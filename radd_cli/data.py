@@ -202,7 +202,7 @@ def blocks(stream: np.ndarray, length: int, source: str = "the data") -> np.ndar
     count = len(stream) // length
     if count == 0:
         raise DataError(
-            f"{source} has {len(stream)} tokens, fewer than one block of {length}; give more data or a shorter length"
+            f"{source} has {len(stream)} tokens, fewer than one block of {length}; give more data or a shorter block length (--length)"
         )
     return stream[: count * length].reshape(count, length)
 

@@ -6,7 +6,13 @@ device (the CPU when none is given) in float64 and then moved to the data's devi
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+
+def seed_for(*parts: int) -> int:
+    """A 32-bit seed derived from integers (run seed, step, process, …): independent streams, reproducible."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def uniform(shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:

@@ -21,14 +21,6 @@ from radd_cli.errors import CheckpointError, ConfigError
 
 ATTENTION_BACKENDS = ("sdpa", "flash")
 
-# Hidden size, heads and blocks of the named sizes; the published models are small and medium.
-SIZES = {
-    "tiny": {"hidden_size": 64, "n_heads": 4, "n_blocks": 2},
-    "small": {"hidden_size": 768, "n_heads": 12, "n_blocks": 12},
-    "medium": {"hidden_size": 1024, "n_heads": 16, "n_blocks": 24},
-}
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of a RADD network. `vocab_size` counts real tokens; the mask token is id `vocab_size`."""

@@ -136,7 +136,7 @@ def launched_as_one_of_many() -> bool:
 
 
 def relaunch_on_gpus(num_gpus: int, argv: list[str]) -> int:
-    """Run `radd ARGV` as `num_gpus` processes of one machine through `accelerate launch`."""
+    """Run `radd ARGV` (without its --gpus) as `num_gpus` processes of one machine through `accelerate launch`."""
     if not torch.cuda.is_available() or torch.cuda.device_count() < num_gpus:
         found = torch.cuda.device_count() if torch.cuda.is_available() else 0
         raise ConfigError(f"--gpus {num_gpus} asked for {num_gpus} GPUs, but torch sees {found}")
@@ -144,9 +144,17 @@ def relaunch_on_gpus(num_gpus: int, argv: list[str]) -> int:
 
 
 def gpu_launch_command(num_gpus: int, argv: list[str]) -> list[str]:
+    kept, skip_value = [], False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+        elif arg == "--gpus":
+            skip_value = True
+        elif not arg.startswith("--gpus="):
+            kept.append(arg)
     return [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", str(num_gpus), "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",  # radd sets both itself, from the recipe
-        "-m", "radd_cli", *argv,
+        "-m", "radd_cli", *kept,
     ]

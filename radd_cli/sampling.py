@@ -2,10 +2,11 @@
 
 The fast path rests on one fact: whether a masked position moves at a step does not depend on the
 token it becomes. So each free position's unmasking step is drawn first, from its exact distribution,
-and the network is called only at the steps where a row unmasks something, on those rows, with the
-output projection and the categorical draw only at the unmasking positions. A row's network output
-depends only on its tokens, so this is the paper's cache: the steps skipped are exactly those whose
-output would have been reused, and the number of evaluations per sequence is E-NFE (SPEC §5.3).
+and the network is called only at the steps where a row unmasks something, with the output
+projection and the categorical draw only at the unmasking positions. A row's network output depends
+only on its tokens, so this is the paper's cache: the steps skipped are exactly those whose output
+would have been reused, and the number of evaluations per sequence is E-NFE (SPEC §5.3). Rows are
+independent, so each advances through its own unmasking steps and every call holds every busy row.
 
 Randomness comes from two float64 uniforms per position of each sample (when it unmasks, which
 token), drawn before sampling from `generator` or from per-sample `seeds`, so the samples do not
@@ -163,27 +164,30 @@ def sample(
     u_when, u_token = _sample_uniforms(num_samples, length, generator, seeds)
     if method == "ordered":
         when = _order_places(order, num_samples, length)
-        all_events = range(length)
     else:
         cdf = torch.cumsum(unmask_step_distribution(schedule, steps, method), dim=0)
         cdf[-1] = 1.0
         when = torch.searchsorted(cdf, u_when, right=True).clamp_(max=steps - 1)  # (N, L) step of each position
-        all_events = range(steps)
     when = when.masked_fill(start != mask_id, -1)  # fixed positions never move
+    # With the cache, a row is only evaluated at the steps where it unmasks something, and rows are
+    # independent: so every row advances through its own sequence of such steps, all rows in lockstep
+    # (its k-th network call unmasks the positions of its k-th distinct step). Each row computes exactly
+    # what it would step by step, but every network call holds every row that still has work.
+    use_all_steps = not cache and method != "ordered"
+    calls = when if use_all_steps else _distinct_step_index(when)
     batch_size = batch_size or num_samples
     batches = [slice(i, min(i + batch_size, num_samples)) for i in range(0, num_samples, batch_size)]
-    use_all_events = not cache and method != "ordered"
-    events = [list(all_events) if use_all_events else torch.unique(when[b][when[b] >= 0]).tolist() for b in batches]
-    total, done = sum(len(e) for e in events), 0
+    rounds = [steps if use_all_steps else int(calls[b].max()) + 1 for b in batches]
+    total, done = sum(rounds), 0
     device = torch.device(device) if device is not None else _model_device(model)
     tokens, nfe = [], []
     with torch.inference_mode():
-        for rows, batch_events in zip(batches, events):
+        for rows, count in zip(batches, rounds):
             x = start.to(device).repeat(rows.stop - rows.start, 1)
             counts = torch.zeros(x.shape[0], dtype=torch.long, device=device)
-            batch_when, batch_u = when[rows].to(device), u_token[rows].to(device)
-            for event in batch_events:
-                _unmask(model, rule, x, counts, batch_when == event, batch_u, use_all_events)
+            batch_calls, batch_u = calls[rows].to(device), u_token[rows].to(device)
+            for call in range(count):
+                _unmask(model, rule, x, counts, batch_calls == call, batch_u, use_all_steps)
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -192,12 +196,25 @@ def sample(
     return SampleResult(torch.cat(tokens), torch.cat(nfe))
 
 
+def _distinct_step_index(when: torch.Tensor) -> torch.Tensor:
+    """For each free position, the rank of its step among its row's distinct steps; fixed positions −1."""
+    fixed = when < 0
+    ordered, order = when.masked_fill(fixed, torch.iinfo(when.dtype).max).sort(dim=1)  # fixed ones last
+    new_step = torch.ones_like(ordered, dtype=torch.bool)
+    new_step[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    rank = torch.empty_like(when).scatter_(1, order, new_step.long().cumsum(dim=1) - 1)
+    return rank.masked_fill(fixed, -1)
+
+
 def _unmask(model, rule, x, counts, moving, u_token, evaluate_all: bool) -> None:
     """One network call: draw tokens at the `moving` positions (B, L) of x, in place."""
     rows = torch.ones_like(counts, dtype=torch.bool) if evaluate_all else moving.any(dim=-1)  # (B,) to evaluate
     if not rows.any():
         return
-    log_p = log_probs_at(model, x[rows], moving[rows])  # (n, V) at the moving positions only
+    if rows.all():  # no gather needed
+        log_p = log_probs_at(model, x, moving)  # (n, V) at the moving positions only
+    else:
+        log_p = log_probs_at(model, x[rows], moving[rows])
     x[moving] = draw_categorical(rule.probabilities(log_p), u_token[moving])
     counts[rows] += 1
 

@@ -21,6 +21,7 @@ from radd_cli import data as data_lib
 from radd_cli.checkpoint import RunFolder
 from radd_cli.errors import ConfigError, TrainingError
 from radd_cli.losses import LOSSES
+from radd_cli.masking import seed_for
 from radd_cli.model import RADD, ModelConfig
 from radd_cli.recipe import Recipe
 from radd_cli.run_log import RunLogger
@@ -93,10 +94,6 @@ class TrainResult:
     seconds: float
     skipped_nonfinite: int
     samples: list[str] = field(default_factory=list)
-
-
-def seed_for(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def learning_rate_factor(training, step: int) -> float:

@@ -166,7 +166,7 @@ def test_learning_rate_schedules():
 
 
 def test_gpus_relaunch_through_accelerate():
-    command = gpu_launch_command(4, ["train", "--recipe", "small_radd"])
+    command = gpu_launch_command(4, ["train", "--gpus", "4", "--recipe", "small_radd"])
     assert command[1:4] == ["-m", "accelerate.commands.launch", "--multi_gpu"]
     assert command[command.index("--num_processes") + 1] == "4" and command[-4:] == ["radd_cli", "train", "--recipe", "small_radd"]
 
@@ -237,4 +237,5 @@ def test_a_known_markov_chain_is_learned_to_its_entropy_rate(tmp_path):
         "logging.every=100"])
     result = Trainer(recipe, tmp_path / "run", show_progress=False).run()
     # A context-free model cannot beat (15 · log 3) / 16 = 1.03 nats/token; the chain's value is 0.63.
-    assert known < 0.64 and result.valid_loss < known * 1.10, (result.valid_loss, known)
+    print(f"Markov chain: validation bound {result.valid_loss:.4f} nats/token, known {known:.4f}")
+    assert known < 0.64 and abs(result.valid_loss - known) < 0.03 * known, (result.valid_loss, known)

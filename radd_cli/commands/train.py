@@ -28,22 +28,9 @@ def train(
 
     loaded = load_recipe(recipe, overrides or [])  # validate everything before any work
     if gpus > 1 and not launched_as_one_of_many():
-        argv = [arg for arg in sys.argv[1:]]
-        raise typer.Exit(relaunch_on_gpus(gpus, _without_gpus(argv)))
+        raise typer.Exit(relaunch_on_gpus(gpus, sys.argv[1:]))
     folder = run_dir or Path("runs") / loaded.name
     result = Trainer(loaded, folder).run()
     if result.samples:
         out.print(f"\nA sample from {result.final_dir}:\n", highlight=False)
         out.print(result.samples[0], markup=False, highlight=False)
-
-
-def _without_gpus(argv: list[str]) -> list[str]:
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--gpus":
-            skip = True
-        elif not arg.startswith("--gpus="):
-            kept.append(arg)
-    return kept

@@ -1,0 +1,221 @@
+"""Timing and counting for `radd bench`, returned as dataclasses. Nothing here asserts a time.
+
+- sampling: NFE per sequence measured vs E-NFE, wall time and tokens/s, with the cache on and off
+  (and optionally the all-positions reference sampler), over a sweep of step counts;
+- training: step time, tokens/s, peak memory, and on GPU the model-FLOPs utilisation against the
+  device's measured bf16 matmul peak;
+- evaluation: forward time per batch and tokens/s of the Monte-Carlo objective.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from radd_cli.losses import LOSSES
+from radd_cli.model import RADD, ModelConfig
+from radd_cli.runtime import autocast
+from radd_cli.sampling import expected_nfe, sample, sample_all_positions
+from radd_cli.schedule import Schedule
+
+
+# Named sizes for random-weight benchmarks; small and medium are the published shapes (SPEC §3).
+SIZES = {
+    "tiny": {"hidden_size": 64, "n_heads": 4, "n_blocks": 2, "vocab_size": 2048, "length": 128},
+    "small": {"hidden_size": 768, "n_heads": 12, "n_blocks": 12, "vocab_size": 50257, "length": 1024},
+    "medium": {"hidden_size": 1024, "n_heads": 16, "n_blocks": 24, "vocab_size": 50257, "length": 1024},
+}
+
+
+def random_model(size: str, attention: str = "sdpa") -> RADD:
+    """A named size with the published initialisation (random embeddings, zero output layer), no dropout."""
+    return RADD(ModelConfig(**SIZES[size], dropout=0.0, attention=attention))
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak GPU memory allocated since the last reset; on the CPU, the process's peak resident size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
+
+
+def environment(device: torch.device, precision: str, model: RADD) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"device": str(device), "device_name": name, "torch": torch.__version__, "precision": precision,
+            "attention": model.config.attention, "threads": torch.get_num_threads(),
+            "model": {"hidden_size": model.config.hidden_size, "n_heads": model.config.n_heads,
+                      "n_blocks": model.config.n_blocks, "vocab_size": model.vocab_size,
+                      "parameters": sum(p.numel() for p in model.parameters())}}
+
+
+@dataclass
+class SampleRow:
+    steps: int
+    cache: str  # "on", "off", or "all-positions" (the published-style reference)
+    nfe: float  # network evaluations per sequence, measured
+    expected_nfe: float
+    seconds: float
+    tokens_per_second: float
+    peak_memory_gb: float
+
+
+def bench_sample(model: RADD, schedule: Schedule, *, steps_list: list[int], batch_size: int, length: int,
+                 device: torch.device, precision: str, reference: bool = False, seed: int = 0) -> list[SampleRow]:
+    """One batch per setting; the first setting is run once untimed to warm up."""
+    rows = []
+    settings = [(steps, mode) for steps in steps_list for mode in (("on", "off") + (("all-positions",) if reference else ()))]
+    _time_sampling(model, schedule, min(steps_list), "on", batch_size, length, device, precision, seed)  # warm-up
+    for steps, mode in settings:
+        reset_peak_memory(device)
+        nfe, seconds = _time_sampling(model, schedule, steps, mode, batch_size, length, device, precision, seed)
+        expected = expected_nfe(schedule, steps, length) if mode == "on" else float(steps)
+        rows.append(SampleRow(steps, mode, nfe, expected, seconds, batch_size * length / seconds,
+                              peak_memory_gb(device)))
+    return rows
+
+
+def _time_sampling(model, schedule, steps, mode, batch_size, length, device, precision, seed) -> tuple[float, float]:
+    generator = torch.Generator().manual_seed(seed)
+    synchronize(device)
+    started = time.perf_counter()
+    with autocast(device, precision):
+        if mode == "all-positions":
+            result = sample_all_positions(model, schedule, num_samples=batch_size, length=length, steps=steps,
+                                          generator=generator)
+        else:
+            result = sample(model, schedule, num_samples=batch_size, length=length, steps=steps,
+                            cache=mode == "on", generator=generator, device=device)
+    synchronize(device)
+    return result.nfe, time.perf_counter() - started
+
+
+def speedups(rows: list[SampleRow]) -> list[dict]:
+    """Per step count: the cache's NFE ratio and wall-time ratio (and vs the reference when present)."""
+    found = []
+    for steps in sorted({row.steps for row in rows}):
+        by_mode = {row.cache: row for row in rows if row.steps == steps}
+        on, off = by_mode["on"], by_mode["off"]
+        entry = {"steps": steps, "nfe_ratio": off.nfe / on.nfe, "wall_ratio": off.seconds / on.seconds}
+        entry["wall_share_of_nfe_ratio"] = entry["wall_ratio"] / entry["nfe_ratio"]
+        if "all-positions" in by_mode:
+            entry["vs_all_positions"] = by_mode["all-positions"].seconds / on.seconds
+        found.append(entry)
+    return found
+
+
+@dataclass
+class TrainBench:
+    batch_size: int
+    length: int
+    loss: str
+    step_seconds: float
+    tokens_per_second: float
+    peak_memory_gb: float
+    flops_per_token: float
+    achieved_tflops: float
+    peak_tflops: float | None = None  # measured bf16 matmul peak of the device
+    mfu: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def training_flops_per_token(config: ModelConfig, masked_fraction: float = 0.5) -> float:
+    """Forward + backward FLOPs per token: 6 × trunk parameters, attention, and the output layer at masked positions."""
+    d, n = config.hidden_size, config.n_blocks
+    trunk = 12 * d * d * n  # qkv, out, and the 4x MLP, per token
+    attention = 2 * 2 * config.length * d * n  # scores and weighted sum, per token
+    head = d * config.vocab_size * masked_fraction
+    return 6 * (trunk + head) + 3 * attention
+
+
+def bench_train(model: RADD, schedule: Schedule, *, batch_size: int, length: int, steps: int, warmup: int,
+                loss: str, device: torch.device, precision: str, compile: bool = False) -> TrainBench:
+    model = model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    step_model = torch.compile(model) if compile else model
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, model.vocab_size, (batch_size, length), generator=generator).to(device)
+
+    def step() -> None:
+        with autocast(device, precision):
+            value = LOSSES[loss](step_model, x0, schedule, generator=generator).mean()
+        scaler.scale(value).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    reset_peak_memory(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    seconds = (time.perf_counter() - started) / steps
+    flops = training_flops_per_token(model.config)
+    tokens_per_second = batch_size * length / seconds
+    return TrainBench(batch_size, length, loss, seconds, tokens_per_second, peak_memory_gb(device), flops,
+                      flops * tokens_per_second / 1e12)
+
+
+def matmul_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 20) -> float:
+    """The device's bf16 dense matmul throughput, measured (the denominator of MFU)."""
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
+
+
+@dataclass
+class EvalBench:
+    batch_size: int
+    length: int
+    loss: str
+    forward_ms: float  # one network call on the whole batch
+    tokens_per_second: float  # of the Monte-Carlo objective (one draw per sequence)
+    peak_memory_gb: float
+
+
+def bench_eval(model: RADD, schedule: Schedule, *, batch_size: int, length: int, batches: int, loss: str,
+               device: torch.device, precision: str) -> EvalBench:
+    model = model.to(device).eval()
+    x0 = torch.randint(0, model.vocab_size, (batch_size, length), generator=torch.Generator().manual_seed(0)).to(device)
+    timed = {}
+    with torch.no_grad(), autocast(device, precision):
+        for name, call in (("forward", lambda: model(x0)),
+                           ("objective", lambda: LOSSES[loss](model, x0, schedule))):
+            call()  # warm-up
+            synchronize(device)
+            reset_peak_memory(device)
+            started = time.perf_counter()
+            for _ in range(batches):
+                call()
+            synchronize(device)
+            timed[name] = (time.perf_counter() - started) / batches
+    return EvalBench(batch_size, length, loss, timed["forward"] * 1e3, batch_size * length / timed["objective"],
+                     peak_memory_gb(device))

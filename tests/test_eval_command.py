@@ -1,0 +1,114 @@
+"""`radd eval` through the CLI: perplexity on a local file, generative quality with a tiny judge, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from radd_cli import data
+from radd_cli.cli import app
+from radd_cli.evaluation import evaluate_perplexity
+from radd_cli.inference import load_for_inference
+
+runner = CliRunner()
+TEXT = " ".join(f"The {a} sat on the {b}. It was {c}." for a in ("cat", "dog", "fox", "owl")
+                for b in ("mat", "rug", "log") for c in ("happy", "tired"))
+
+
+def run(*args):
+    return runner.invoke(app, ["eval", *map(str, args)])
+
+
+def test_perplexity_of_a_local_file_matches_the_library(tmp_path, tiny_checkpoint):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    result = run("--model", tiny_checkpoint, "--dataset", corpus, "--mc-samples", 8, "--batch-size", 32,
+                 "--seed", 5, "--cache-dir", tmp_path / "cache", "--json", tmp_path / "ppl.json")
+    assert result.exit_code == 0, result.output
+    assert "perplexity" in result.output and "95% interval" in result.output and "Monte-Carlo part" in result.output
+    report = json.loads((tmp_path / "ppl.json").read_text())
+    loaded = load_for_inference(str(tiny_checkpoint), "cpu")
+    blocks = data.load_blocks(str(corpus), "all", loaded.tokenizer, 16, tmp_path / "cache")
+    direct = evaluate_perplexity(loaded.model, loaded.schedule, blocks, mc_samples=8, batch_size=32, seed=5)
+    assert report["nll_per_token"] == pytest.approx(direct.nll_per_token, abs=1e-9)
+    assert report["perplexity"] == pytest.approx(np.exp(direct.nll_per_token))
+    assert report["num_blocks"] == len(blocks) and report["total_draws"] == 8 * len(blocks)
+    assert report["split"] == "all" and report["loss"] == "lambda_DCE"
+    low, high = report["perplexity_interval"]
+    assert low < report["perplexity"] < high
+
+
+def test_target_se_reports_the_draws_it_used(tmp_path, tiny_checkpoint):
+    (tmp_path / "corpus.txt").write_text(TEXT)
+    result = run("--model", tiny_checkpoint, "--dataset", tmp_path / "corpus.txt", "--mc-samples", 256,
+                 "--target-se", 0.5, "--cache-dir", tmp_path / "cache", "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["standard_error"] < 0.5 and report["draws_per_block"] < 256
+
+
+@pytest.mark.parametrize("content, message", [
+    ("The cat.", "fewer than one block of 16"),
+    ("", "fewer than one block"),
+    (bytes(range(256)) * 4, "is not UTF-8 text"),
+])
+def test_short_empty_and_binary_files_are_clear_errors(tmp_path, tiny_checkpoint, content, message):
+    path = tmp_path / "data.txt"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    result = run("--model", tiny_checkpoint, "--dataset", path, "--cache-dir", tmp_path / "cache")
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output and "nan" not in result.output.lower()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give --model and --dataset"),
+    (["--samples", "s.jsonl"], "needs both --samples"),
+    (["--model", "m", "--samples", "s.jsonl", "--judge", "j"], "not both"),
+])
+def test_missing_or_mixed_modes(args, message):
+    result = run(*args)
+    assert result.exit_code == 2 and message in result.output
+
+
+@pytest.fixture
+def judge(tmp_path):
+    """A tiny random GPT-2 judge with a word-level tokenizer, saved like a Hub model."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.train_from_iterator([TEXT], trainer=trainers.WordLevelTrainer(special_tokens=["[UNK]", "<|endoftext|>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>", unk_token="[UNK]")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=len(tokenizer), n_positions=32))
+    folder = tmp_path / "judge"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_generative_quality_reports_perplexity_with_entropy(tmp_path, tiny_checkpoint, judge):
+    assert runner.invoke(app, ["sample", "--model", str(tiny_checkpoint), "-n", 3, "--steps", 8,
+                               "--output", str(tmp_path / "s.jsonl")]).exit_code == 0
+    result = run("--samples", tmp_path / "s.jsonl", "--judge", judge, "--json", tmp_path / "g.json")
+    assert result.exit_code == 0, result.output
+    assert "generative perplexity" in result.output and "unigram entropy" in result.output
+    report = json.loads((tmp_path / "g.json").read_text())
+    assert len(report["perplexity"]) == len(report["entropy"]) == 3 and set(report["distinct"]) == {"1", "2", "3", "4"}
+    ids = [json.loads(line)["token_ids"] for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    from radd_cli.generative import unigram_entropy
+    assert report["entropy"] == pytest.approx([unigram_entropy(row) for row in ids])  # the sampler's own tokens
+
+
+def test_bad_samples_and_judges_are_clear_errors(tmp_path, judge):
+    result = run("--samples", tmp_path / "missing.jsonl", "--judge", judge)
+    assert result.exit_code == 1 and "no such file" in result.output
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    result = run("--samples", tmp_path / "bad.jsonl", "--judge", judge)
+    assert result.exit_code == 1 and "line 1 is not JSON" in result.output
+    (tmp_path / "ok.jsonl").write_text(json.dumps({"text": "the cat"}) + "\n")
+    result = run("--samples", tmp_path / "ok.jsonl", "--judge", tmp_path / "no-judge")
+    assert result.exit_code == 1 and "no-judge" in result.output and "Traceback" not in result.output
