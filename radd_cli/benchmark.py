@@ -20,7 +20,7 @@ import torch
 from radd_cli.losses import LOSSES
 from radd_cli.model import RADD, ModelConfig
 from radd_cli.runtime import autocast
-from radd_cli.sampling import expected_nfe, sample, sample_all_positions
+from radd_cli.sampling import expected_nfe, nfe_standard_deviation, sample, sample_all_positions
 from radd_cli.schedule import Schedule
 
 
@@ -70,6 +70,7 @@ class SampleRow:
     cache: str  # "on", "off", or "all-positions" (the published-style reference)
     nfe: float  # network evaluations per sequence, measured
     expected_nfe: float
+    expected_nfe_se: float  # standard error of the batch mean around E-NFE (0 without the cache)
     seconds: float
     tokens_per_second: float
     peak_memory_gb: float
@@ -85,7 +86,8 @@ def bench_sample(model: RADD, schedule: Schedule, *, steps_list: list[int], batc
         reset_peak_memory(device)
         nfe, seconds = _time_sampling(model, schedule, steps, mode, batch_size, length, device, precision, seed)
         expected = expected_nfe(schedule, steps, length) if mode == "on" else float(steps)
-        rows.append(SampleRow(steps, mode, nfe, expected, seconds, batch_size * length / seconds,
+        spread = nfe_standard_deviation(schedule, steps, length) / batch_size**0.5 if mode == "on" else 0.0
+        rows.append(SampleRow(steps, mode, nfe, expected, spread, seconds, batch_size * length / seconds,
                               peak_memory_gb(device)))
     return rows
 

@@ -15,8 +15,9 @@ from radd_cli.console import err, progress_bar
 
 
 class RunLogger:
-    def __init__(self, folder, runtime, recipe):
+    def __init__(self, folder, runtime, recipe, show_progress: bool = True):
         self.folder, self.runtime, self.recipe = folder, runtime, recipe
+        self.show_progress = show_progress
         self.every = recipe.logging.every
         self._window: list[float] = []
         self._trackers = bool(recipe.logging.trackers)
@@ -29,21 +30,23 @@ class RunLogger:
     def active(self) -> bool:
         return self.runtime.is_main
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, console: bool = True) -> None:
+        """Append to train.log; also print it (above the progress bar) unless console=False."""
         if not self.active:
             return
         self.folder.path.mkdir(parents=True, exist_ok=True)
         with open(self.folder.log_file, "a") as handle:
             handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
-        err.print(escape(text), highlight=False)
+        if console:
+            err.print(escape(text), highlight=False)
 
-    def metrics(self, step: int, values: dict) -> None:
+    def metrics(self, step: int, values: dict, console: bool = True) -> None:
         if self.active:
             with open(self.folder.metrics_file, "a") as handle:
                 handle.write(json.dumps({"step": step, **values}) + "\n")
             if self._trackers:
                 self.runtime.accelerator.log(values, step=step)
-            self.line(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            self.line(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()), console)
 
     def after_step(self, state, loss_per_token: float, tokens_per_second: float, lr: float) -> None:
         self._window.append(loss_per_token)
@@ -51,7 +54,7 @@ class RunLogger:
             mean = sum(self._window) / len(self._window)
             self._window = []
             self.metrics(state.step, {"train/nats_per_token": mean, "lr": lr, "tokens_per_second": tokens_per_second,
-                                      "skipped_nonfinite": state.skipped_nonfinite})
+                                      "skipped_nonfinite": state.skipped_nonfinite}, console=False)
 
     def samples(self, step: int, texts: list[str]) -> None:
         self.folder.samples.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,7 @@ class RunLogger:
     @contextlib.contextmanager
     def progress(self, start: int, total: int):
         """Yields update(step, nats_per_token, tokens_per_second); a live bar on the main process."""
-        if not self.active:
+        if not (self.active and self.show_progress):
             yield lambda *args: None
             return
         with progress_bar(TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s")) as bar:

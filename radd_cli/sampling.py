@@ -116,6 +116,22 @@ def expected_nfe(schedule: Schedule, steps: int, length: int, method: str = "twe
     return float((1 - (1 - q) ** length).sum())
 
 
+def nfe_standard_deviation(schedule: Schedule, steps: int, length: int, method: str = "tweedie") -> float:
+    """Standard deviation of the evaluations per sequence with the cache (0 for `ordered`).
+
+    NFE = Σ_k I_k with I_k = 1 when some position unmasks at step k; with a_k = (1 − q_k)^l and
+    b_jk = (1 − q_j − q_k)^l, Var = Σ_k a_k(1 − a_k) + Σ_{j≠k} (b_jk − a_j·a_k).
+    """
+    if method == "ordered":
+        return 0.0
+    q = unmask_step_distribution(schedule, steps, method)
+    empty = (1 - q) ** length  # a_k
+    both_empty = (1 - q[:, None] - q[None, :]).clamp(min=0) ** length  # b_jk
+    covariance = both_empty - empty[:, None] * empty[None, :]
+    covariance.fill_diagonal_(0.0)
+    return float((empty * (1 - empty)).sum() + covariance.sum()) ** 0.5
+
+
 @dataclass
 class SampleResult:
     tokens: torch.Tensor  # (N, L) int64, on the CPU

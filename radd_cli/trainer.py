@@ -67,8 +67,7 @@ class EMA:
     def update(self, parameters) -> None:
         self.num_updates += 1
         decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))  # short warm-up
-        for shadow, parameter in zip(self.shadow_params, parameters):
-            shadow.lerp_(parameter.detach().float(), 1 - decay)
+        torch._foreach_lerp_(self.shadow_params, [p.detach().float() for p in parameters], 1 - decay)
 
     @torch.no_grad()
     def copy_to(self, model: torch.nn.Module) -> None:
@@ -174,8 +173,7 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, run_dir: str | Path, *, show_progress: bool = True,
                  on_step: Callable[[TrainState, np.ndarray], None] | None = None):
-        self.recipe, self.folder = recipe, RunFolder(run_dir)
-        self.show_progress, self.on_step = show_progress, on_step
+        self.recipe, self.folder, self.on_step = recipe, RunFolder(run_dir), on_step
         training = recipe.training
         self.runtime = build_runtime(training.mixed_precision, trackers=recipe.logging.trackers,
                                      project_dir=str(self.folder.path))
@@ -196,7 +194,7 @@ class Trainer:
         self.order = data_lib.BlockOrder(len(self.train_blocks), training.seed)
         self.schedule = schedule_from_config(recipe.noise.schedule_config())
         torch.manual_seed(training.seed)
-        model = build_model(recipe, self.tokenizer.vocab_size)
+        model = build_model(recipe, self.tokenizer.vocab_size).to(rt.device)
         self.eval_model = build_model(recipe, self.tokenizer.vocab_size).to(rt.device).eval()
         self.ema = EMA(model, training.ema)
         self.state = TrainState()
@@ -205,9 +203,8 @@ class Trainer:
         if training.compile:
             model = torch.compile(model)
         self.model, self.optimizer, self.scheduler = rt.accelerator.prepare(model, optimizer, scheduler)
-        self.ema.shadow_params = [p.to(rt.device) for p in self.ema.shadow_params]
         rt.accelerator.register_for_checkpointing(self.state, self.ema)
-        self.logger = RunLogger(self.folder, rt, recipe)
+        self.logger = RunLogger(self.folder, rt, recipe, show_progress=show_progress)
 
     def resume(self) -> bool:
         latest = self.folder.latest_checkpoint()

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from radd_cli.errors import ConfigError
-from radd_cli.sampling import Strategy, draw_categorical, expected_nfe, sample, sample_all_positions
+from radd_cli.sampling import (Strategy, draw_categorical, expected_nfe, nfe_standard_deviation, sample,
+                               sample_all_positions)
 from radd_cli.schedule import get_schedule
 from tests.oracle import chi_square, chi_square_limit, expected_total_variation, total_variation
 
@@ -102,7 +103,8 @@ def test_cached_evaluations_per_sequence_match_e_nfe():
     result = sample(model, LOGLINEAR, num_samples=count, length=length, steps=steps, batch_size=500,
                     generator=torch.Generator().manual_seed(8))
     measured = result.nfe_per_sample.double()
-    standard_error = measured.std() / math.sqrt(count)
+    standard_error = nfe_standard_deviation(LOGLINEAR, steps, length) / math.sqrt(count)
+    assert measured.std() == pytest.approx(nfe_standard_deviation(LOGLINEAR, steps, length), rel=0.1)
     expected = expected_nfe(LOGLINEAR, steps, length)
     assert abs(expected - steps * (1 - (1 - 1 / steps) ** length)) < 0.01  # the paper's Eq. 3.4
     assert abs(measured.mean() - expected) < 4 * standard_error

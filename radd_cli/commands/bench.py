@@ -75,7 +75,8 @@ def bench_sample(
     for column in ("steps", "cache", "NFE/seq", "E-NFE", "seconds", "tokens/s", "peak GB"):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(str(row.steps), row.cache, f"{row.nfe:.1f}", f"{row.expected_nfe:.1f}", f"{row.seconds:.3f}",
+        expected = f"{row.expected_nfe:.1f}" + (f" ± {row.expected_nfe_se:.1f}" if row.expected_nfe_se else "")
+        table.add_row(str(row.steps), row.cache, f"{row.nfe:.1f}", expected, f"{row.seconds:.3f}",
                       f"{row.tokens_per_second:,.0f}", f"{row.peak_memory_gb:.2f}")
     out.print(table)
     gains = benchmark.speedups(rows)

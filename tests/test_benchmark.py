@@ -1,0 +1,94 @@
+"""`radd bench` on the CPU with --size tiny: tables, JSON schema, NFE against E-NFE (counts, never times)."""
+
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from radd_cli import benchmark
+from radd_cli.cli import app
+from radd_cli.model import ModelConfig
+from radd_cli.schedule import get_schedule
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, ["bench", *map(str, args)])
+
+
+def test_bench_sample_table_and_json(tmp_path):
+    result = run("sample", "--size", "tiny", "--steps", "8,32", "--batch-size", 4, "--length", 16, "--reference",
+                 "--device", "cpu", "--json", tmp_path / "s.json")
+    assert result.exit_code == 0, result.output
+    assert "the cache saves" in result.output and "faster than the all-positions sampler" in result.output
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert {"device", "torch", "precision", "attention", "model", "batch_size", "length", "rows", "speedups"} <= set(report)
+    assert [(row["steps"], row["cache"]) for row in report["rows"]] == [
+        (8, "on"), (8, "off"), (8, "all-positions"), (32, "on"), (32, "off"), (32, "all-positions")]
+    for row in report["rows"]:
+        assert set(row) == {"steps", "cache", "nfe", "expected_nfe", "expected_nfe_se", "seconds",
+                            "tokens_per_second", "peak_memory_gb"}
+        assert row["seconds"] > 0 and row["nfe"] <= row["steps"]
+        if row["cache"] != "on":
+            assert row["nfe"] == row["steps"]
+    assert [gain["steps"] for gain in report["speedups"]] == [8, 32]
+    assert report["speedups"][1]["nfe_ratio"] > 1
+
+
+def test_measured_nfe_is_within_a_statistical_bound_of_e_nfe():
+    model = benchmark.random_model("tiny")
+    schedule = get_schedule("loglinear")
+    rows = benchmark.bench_sample(model, schedule, steps_list=[256], batch_size=256, length=32,
+                                  device=model.vocab_embed.embedding.device, precision="no")
+    cached = rows[0]
+    assert cached.cache == "on" and abs(cached.nfe - cached.expected_nfe) < 4 * cached.expected_nfe_se
+    assert rows[1].nfe == 256
+
+
+def test_bench_train_and_eval_on_cpu(tmp_path):
+    result = run("train", "--size", "tiny", "--batch-size", 4, "--length", 16, "--steps", 2, "--warmup", 1,
+                 "--device", "cpu", "--json", tmp_path / "t.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert report["tokens_per_second"] > 0 and report["step_seconds"] > 0 and report["peak_memory_gb"] > 0
+    assert report["mfu"] is None and report["flops_per_token"] > 0 and report["device"] == "cpu"
+    result = run("eval", "--size", "tiny", "--batch-size", 4, "--length", 16, "--batches", 2, "--device", "cpu",
+                 "--json", tmp_path / "e.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["forward_ms"] > 0 and report["tokens_per_second"] > 0
+
+
+def test_bench_on_a_checkpoint(tiny_checkpoint):
+    result = run("eval", "--model", tiny_checkpoint, "--batches", 1, "--batch-size", 2)
+    assert result.exit_code == 0 and str(tiny_checkpoint) in result.output.replace("\n", "")
+
+
+def test_flops_count_matches_the_published_shape():
+    small = ModelConfig(vocab_size=50257, length=1024, hidden_size=768, n_heads=12, n_blocks=12)
+    per_token = benchmark.training_flops_per_token(small)
+    assert 6 * 85e6 < per_token < 6 * 85e6 + 6 * 50257 * 768  # trunk ≈ 85M parameters, plus half the head
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sample", "--size", "huge"], "--size 'huge' is not one of tiny, small, medium"),
+    (["sample", "--steps", "a,b"], "give step counts separated by commas"),
+    (["sample", "--steps", "0"], "at least 1"),
+    (["train", "--steps", "0"], "--steps must be at least 1"),
+    (["eval", "--dtype", "bf16", "--device", "cpu"], "needs a GPU"),
+])
+def test_bad_bench_options(args, message):
+    result = run(*args)
+    assert result.exit_code != 0 and message in result.output, result.output
+
+
+def test_plot_needs_matplotlib_or_writes_a_png(tmp_path, monkeypatch):
+    arguments = ["sample", "--size", "tiny", "--steps", "4", "--batch-size", 2, "--length", 8, "--plot", tmp_path / "p.png"]
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = run(*arguments)
+    assert result.exit_code == 2 and "pip install 'radd[plot]'" in result.output
+    monkeypatch.delitem(sys.modules, "matplotlib")
+    pytest.importorskip("matplotlib")
+    assert run(*arguments).exit_code == 0 and (tmp_path / "p.png").stat().st_size > 0
