@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 # Forward at batch 16 x 1024 (published: 31.0 ms).
 radd bench eval --size small --batch-size 16 --dtype bf16 --batches 20 --json "$out/eval.json"
 # Sampling 1024 and 2048 steps at batch 16, cache on and off (published: 42.1 s and 71.0 s, cache on).
-radd bench sample --size small --batch-size 16 --steps 1024,2048 --dtype bf16 --json "$out/sample.json"
+radd bench sample --size small --batch-size 16 --steps 1024,2048 --dtype bf16 --repeats 1 --json "$out/sample.json"
 # Training step, batch 32 x 1024, lambda-DCE (published: 148k tokens/s, 42.8 GB), eager and compiled.
 radd bench train --size small --batch-size 32 --dtype bf16 --steps 10 --warmup 3 --json "$out/train.json"
 radd bench train --size small --batch-size 32 --dtype bf16 --steps 10 --warmup 5 --compile --json "$out/train_compiled.json"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import resource
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,19 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
 
 
+def seconds_per_call(call, *, repeats: int, warmup: int, device: torch.device) -> float:
+    """Mean wall time of `call()` over `repeats` runs after `warmup` untimed ones; peak memory is reset first."""
+    for _ in range(warmup):
+        call()
+    synchronize(device)
+    reset_peak_memory(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    synchronize(device)
+    return (time.perf_counter() - started) / repeats
+
+
 def environment(device: torch.device, precision: str, model: RADD) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {"device": str(device), "device_name": name, "torch": torch.__version__, "precision": precision,
@@ -77,22 +91,36 @@ class SampleRow:
 
 
 def bench_sample(model: RADD, schedule: Schedule, *, steps_list: list[int], batch_size: int, length: int,
-                 device: torch.device, precision: str, reference: bool = False, seed: int = 0) -> list[SampleRow]:
-    """One batch per setting; the first setting is run once untimed to warm up."""
+                 device: torch.device, precision: str, reference: bool = False, seed: int = 0,
+                 repeats: int = 3) -> list[SampleRow]:
+    """One batch per setting, timed `repeats` times (median kept) after one untimed warm-up.
+
+    The repeats go round all settings of a step count in turn, so a machine that speeds up or slows
+    down (shared CPUs do) affects the cached and uncached timings alike.
+    """
     rows = []
-    settings = [(steps, mode) for steps in steps_list for mode in (("on", "off") + (("all-positions",) if reference else ()))]
+    modes = ("on", "off") + (("all-positions",) if reference else ())
     _time_sampling(model, schedule, min(steps_list), "on", batch_size, length, device, precision, seed)  # warm-up
-    for steps, mode in settings:
-        reset_peak_memory(device)
-        nfe, seconds = _time_sampling(model, schedule, steps, mode, batch_size, length, device, precision, seed)
-        expected = expected_nfe(schedule, steps, length) if mode == "on" else float(steps)
-        spread = nfe_standard_deviation(schedule, steps, length) / batch_size**0.5 if mode == "on" else 0.0
-        rows.append(SampleRow(steps, mode, nfe, expected, spread, seconds, batch_size * length / seconds,
-                              peak_memory_gb(device)))
+    for steps in steps_list:
+        timings = {mode: [] for mode in modes}
+        peaks = {}
+        for _ in range(repeats):
+            for mode in modes:
+                reset_peak_memory(device)
+                timings[mode].append(_time_sampling(model, schedule, steps, mode, batch_size, length, device,
+                                                    precision, seed))
+                peaks[mode] = peak_memory_gb(device)
+        for mode in modes:
+            nfe, seconds = timings[mode][0][0], statistics.median(t for _, t in timings[mode])
+            expected = expected_nfe(schedule, steps, length) if mode == "on" else float(steps)
+            spread = nfe_standard_deviation(schedule, steps, length) / batch_size**0.5 if mode == "on" else 0.0
+            rows.append(SampleRow(steps, mode, nfe, expected, spread, seconds, batch_size * length / seconds,
+                                  peaks[mode]))
     return rows
 
 
 def _time_sampling(model, schedule, steps, mode, batch_size, length, device, precision, seed) -> tuple[float, float]:
+    """(NFE per sequence, seconds) of one batch; the same seed gives the same work every time."""
     generator = torch.Generator().manual_seed(seed)
     synchronize(device)
     started = time.perf_counter()
@@ -164,15 +192,7 @@ def bench_train(model: RADD, schedule: Schedule, *, batch_size: int, length: int
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    reset_peak_memory(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    seconds = (time.perf_counter() - started) / steps
+    seconds = seconds_per_call(step, repeats=steps, warmup=warmup, device=device)
     flops = training_flops_per_token(model.config)
     tokens_per_second = batch_size * length / seconds
     return TrainBench(batch_size, length, loss, seconds, tokens_per_second, peak_memory_gb(device), flops,
@@ -183,14 +203,7 @@ def matmul_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 20
     """The device's bf16 dense matmul throughput, measured (the denominator of MFU)."""
     a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
     b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    synchronize(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
+    return 2 * size**3 / seconds_per_call(lambda: a @ b, repeats=repeats, warmup=3, device=device) / 1e12
 
 
 @dataclass
@@ -207,17 +220,8 @@ def bench_eval(model: RADD, schedule: Schedule, *, batch_size: int, length: int,
                device: torch.device, precision: str) -> EvalBench:
     model = model.to(device).eval()
     x0 = torch.randint(0, model.vocab_size, (batch_size, length), generator=torch.Generator().manual_seed(0)).to(device)
-    timed = {}
     with torch.no_grad(), autocast(device, precision):
-        for name, call in (("forward", lambda: model(x0)),
-                           ("objective", lambda: LOSSES[loss](model, x0, schedule))):
-            call()  # warm-up
-            synchronize(device)
-            reset_peak_memory(device)
-            started = time.perf_counter()
-            for _ in range(batches):
-                call()
-            synchronize(device)
-            timed[name] = (time.perf_counter() - started) / batches
-    return EvalBench(batch_size, length, loss, timed["forward"] * 1e3, batch_size * length / timed["objective"],
-                     peak_memory_gb(device))
+        forward = seconds_per_call(lambda: model(x0), repeats=batches, warmup=1, device=device)
+        objective = seconds_per_call(lambda: LOSSES[loss](model, x0, schedule), repeats=batches, warmup=1,
+                                     device=device)
+    return EvalBench(batch_size, length, loss, forward * 1e3, batch_size * length / objective, peak_memory_gb(device))

@@ -178,13 +178,7 @@ def sample(
     _check_sizes(num_samples, length, steps, method, seeds, batch_size)
     start = _template_tokens(template, length, mask_id, vocab_size)
     u_when, u_token = _sample_uniforms(num_samples, length, generator, seeds)
-    if method == "ordered":
-        when = _order_places(order, num_samples, length)
-    else:
-        cdf = torch.cumsum(unmask_step_distribution(schedule, steps, method), dim=0)
-        cdf[-1] = 1.0
-        when = torch.searchsorted(cdf, u_when, right=True).clamp_(max=steps - 1)  # (N, L) step of each position
-    when = when.masked_fill(start != mask_id, -1)  # fixed positions never move
+    when = _unmasking_steps(schedule, steps, method, order, u_when).masked_fill(start != mask_id, -1)
     # With the cache, a row is only evaluated at the steps where it unmasks something, and rows are
     # independent: so every row advances through its own sequence of such steps, all rows in lockstep
     # (its k-th network call unmasks the positions of its k-th distinct step). Each row computes exactly
@@ -210,6 +204,16 @@ def sample(
             tokens.append(x.cpu())
             nfe.append(counts.cpu())
     return SampleResult(torch.cat(tokens), torch.cat(nfe))
+
+
+def _unmasking_steps(schedule, steps: int, method: str, order, u_when: torch.Tensor) -> torch.Tensor:
+    """(N, L): the step at which each position unmasks (diffusion), or its place in the order (ordered)."""
+    num_samples, length = u_when.shape
+    if method == "ordered":
+        return _order_places(order, num_samples, length)
+    cdf = torch.cumsum(unmask_step_distribution(schedule, steps, method), dim=0)
+    cdf[-1] = 1.0
+    return torch.searchsorted(cdf, u_when, right=True).clamp_(max=steps - 1)
 
 
 def _distinct_step_index(when: torch.Tensor) -> torch.Tensor:

@@ -112,3 +112,25 @@ def test_bad_samples_and_judges_are_clear_errors(tmp_path, judge):
     (tmp_path / "ok.jsonl").write_text(json.dumps({"text": "the cat"}) + "\n")
     result = run("--samples", tmp_path / "ok.jsonl", "--judge", tmp_path / "no-judge")
     assert result.exit_code == 1 and "no-judge" in result.output and "Traceback" not in result.output
+
+
+def test_two_processes_share_the_blocks_and_count_each_once(tmp_path, tiny_checkpoint):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    common = ["eval", "--model", str(tiny_checkpoint), "--dataset", str(corpus), "--loss", "ar_forward",
+              "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    single = runner.invoke(app, [*common, "--json", str(tmp_path / "one.json")])
+    assert single.exit_code == 0, single.output
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(30500 + os.getpid() % 1000), "-m", "radd_cli", *common, "--json", str(tmp_path / "two.json")]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert two["num_blocks"] == one["num_blocks"] and two["total_draws"] == one["total_draws"] == one["num_blocks"]
+    assert two["nll_per_token"] == pytest.approx(one["nll_per_token"], abs=1e-6)  # exact objective: same value

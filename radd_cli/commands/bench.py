@@ -60,6 +60,7 @@ def bench_sample(
     reference: Annotated[bool, typer.Option(
         "--reference", help="Also time the all-positions-every-step sampler (the published code's way).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    repeats: Annotated[int, typer.Option("--repeats", help="Time each setting this often; report the median.")] = 3,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
     json_path: JsonOption = None,
@@ -67,10 +68,13 @@ def bench_sample(
 ) -> None:
     """Sampling with the cache on and off: NFE measured vs E-NFE, time, tokens/s, speedups."""
     step_counts = _steps_list(steps)
+    if repeats < 1:
+        raise ConfigError("--repeats must be at least 1")
     network, schedule, target, precision, label = _model(model, size, device, dtype)
     length = length or network.config.length
     rows = benchmark.bench_sample(network, schedule, steps_list=step_counts, batch_size=batch_size, length=length,
-                                  device=target, precision=precision, reference=reference, seed=seed)
+                                  device=target, precision=precision, reference=reference, seed=seed,
+                                  repeats=repeats)
     table = Table(title=f"radd bench sample: {label}, batch {batch_size} × {length} on {target}")
     for column in ("steps", "cache", "NFE/seq", "E-NFE", "seconds", "tokens/s", "peak GB"):
         table.add_column(column, justify="right")
@@ -87,6 +91,7 @@ def bench_sample(
             line += f"; {gain['vs_all_positions']:.2f}× faster than the all-positions sampler"
         out.print(line)
     payload = {"benchmark": "sample", "model": label, "batch_size": batch_size, "length": length, "seed": seed,
+               "repeats": repeats,
                **benchmark.environment(target, precision, network), "rows": [vars(r) for r in rows],
                "speedups": gains}
     _write_json(json_path, payload)
