@@ -179,8 +179,8 @@ def bench_train(model: RADD, schedule: Schedule, *, batch_size: int, length: int
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     step_model = torch.compile(model) if compile else model
-    generator = torch.Generator().manual_seed(0)
-    x0 = torch.randint(0, model.vocab_size, (batch_size, length), generator=generator).to(device)
+    generator = torch.Generator(device).manual_seed(0)  # masking draws on the device, as in training
+    x0 = torch.randint(0, model.vocab_size, (batch_size, length), device=device, generator=generator)
 
     def step() -> None:
         with autocast(device, precision):

@@ -4,8 +4,9 @@ Sources:
 - a `datasets` name from DATASETS (openwebtext, wikitext103, wikitext2, ptb, lambada, lm1b), with the
   dataset's detokenizer applied to each document;
 - `builtin`: the Python documentation inside every CPython (`pydoc_data.topics`), no download needed;
-- a local `.txt` file (one document per file), `.jsonl`/`.json` file (one document per row, field
-  `text`; or pre-tokenized rows with `input_ids`, used as they are), or a folder of such files.
+- a local `.txt` file (one document per paragraph, i.e. per blank-line-separated block), `.jsonl`/`.json`
+  file (one document per row, field `text`; or pre-tokenized rows with `input_ids`, used as they
+  are), or a folder of such files.
 Sources without splits of their own (builtin, local) are split by document: every 20th document
 (in file order) is `validation`, the rest `train`; `all` is everything.
 
@@ -16,6 +17,7 @@ second run does not re-tokenize, and any block length can be cut from it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -36,6 +38,9 @@ LOCAL_SUFFIXES = (".txt", ".jsonl", ".json")
 VALIDATION_EVERY = 20  # one document in 20 is held out of `train` for local and built-in sources
 
 
+PARQUET_EXPORT = "refs/convert/parquet"  # the Hub's Parquet copy of a dataset that still has a loading script
+
+
 @dataclass(frozen=True)
 class HubDataset:
     path: str
@@ -47,9 +52,9 @@ class HubDataset:
 DATASETS = {
     "openwebtext": HubDataset("Skylion007/openwebtext", None, "text",
                               {"train": "train[:-100000]", "validation": "train[-100000:]"}),
-    "wikitext103": HubDataset("wikitext", "wikitext-103-raw-v1", "text",
+    "wikitext103": HubDataset("Salesforce/wikitext", "wikitext-103-raw-v1", "text",
                               {"train": "train", "validation": "validation", "test": "test"}),
-    "wikitext2": HubDataset("wikitext", "wikitext-2-raw-v1", "text",
+    "wikitext2": HubDataset("Salesforce/wikitext", "wikitext-2-raw-v1", "text",
                             {"train": "train", "validation": "validation", "test": "test"}),
     "ptb": HubDataset("ptb_text_only", "penn_treebank", "sentence",
                       {"train": "train", "validation": "validation", "test": "test"}),
@@ -69,6 +74,11 @@ def load_documents(source: str, split: str):
         return dataset
     held_out = [i for i in range(len(dataset)) if i % VALIDATION_EVERY == 0]
     kept = held_out if split == "validation" else [i for i in range(len(dataset)) if i % VALIDATION_EVERY]
+    if not kept:
+        raise DataError(
+            f"{source} has {len(dataset)} document(s), too few to hold one in {VALIDATION_EVERY} out for validation; "
+            "use split 'all' (data.train_split = 'all') and give separate validation data"
+        )
     return dataset.select(kept)
 
 
@@ -79,8 +89,13 @@ def _hub_documents(name: str, split: str):
     if split not in spec.splits:
         raise DataError(f"dataset {name} has no split {split!r}; it has {', '.join(spec.splits)}")
     try:
-        dataset = datasets.load_dataset(spec.path, spec.config, split=spec.splits[split])
-    except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
+        try:
+            dataset = datasets.load_dataset(spec.path, spec.config, split=spec.splits[split])
+        except RuntimeError as error:  # datasets >= 4 no longer runs loading scripts: take the Parquet copy
+            if "scripts are no longer supported" not in str(error):
+                raise
+            dataset = datasets.load_dataset(spec.path, spec.config, split=spec.splits[split], revision=PARQUET_EXPORT)
+    except (OSError, ValueError, RuntimeError, datasets.exceptions.DatasetNotFoundError) as error:
         raise DataError(
             f"cannot load dataset {name} ({spec.path}) ({str(error).strip().splitlines()[0]}). Offline, save it "
             f"where the Hub is reachable (datasets.load_dataset('{spec.path}', {spec.config!r}, split='{spec.splits[split]}')"
@@ -115,24 +130,44 @@ def _local_documents(path: Path):
     import datasets
 
     files = _local_files(path)
+    for file in files:
+        if file.suffix == ".txt":
+            _check_utf8(file)
+    files = [f for f in files if f.stat().st_size > 0 and (f.suffix != ".txt" or f.read_bytes().strip())]
+    if not files:
+        raise DataError(f"{path} holds no documents: its files are empty")
     texts = [f for f in files if f.suffix == ".txt"]
     rows = [f for f in files if f.suffix != ".txt"]
     parts = []
     try:
-        if texts:
-            for file in texts:
-                _check_utf8(file)
-            parts.append(datasets.load_dataset("text", data_files=[str(f) for f in texts], sample_by="document",
-                                               split="train"))
-        if rows:
-            parts.append(datasets.load_dataset("json", data_files=[str(f) for f in rows], split="train"))
+        with _quiet_datasets():  # local files load in a blink: no progress bars
+            if texts:
+                parts.append(datasets.load_dataset("text", data_files=[str(f) for f in texts],
+                                                   sample_by="paragraph", split="train"))
+            if rows:
+                parts.append(datasets.load_dataset("json", data_files=[str(f) for f in rows], split="train"))
     except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as error:
         raise DataError(f"{path} cannot be read as text or JSON lines ({str(error).strip().splitlines()[0]})") from error
+    if len(parts) > 1 and "input_ids" in parts[1].column_names:
+        raise DataError(f"{path} mixes text files with pre-tokenized input_ids rows; keep them in separate folders")
     dataset = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     for column in ("input_ids", "text"):
         if column in dataset.column_names:
             return dataset.select_columns([column])
     raise DataError(f"{path}: JSON rows need a `text` (or pre-tokenized `input_ids`) field; found {dataset.column_names}")
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+
+    was_enabled = is_progress_bar_enabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            enable_progress_bars()
 
 
 def _check_utf8(file: Path) -> None:
@@ -173,11 +208,18 @@ def _tokenize(documents, tokenizer: Tokenizer, detokenize: Callable[[str], str],
             ids = [list(row) for row in rows["input_ids"]]
             _check_ids(ids, tokenizer)
         else:
+            _check_texts(rows["text"], start)
             ids = [doc + [tokenizer.eos_id] for doc in tokenizer.encode_batch([detokenize(t) for t in rows["text"]])]
         pieces.extend(np.asarray(doc, dtype=dtype) for doc in ids)
         if progress is not None:
             progress(min(start + batch, len(documents)), len(documents))
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
+
+
+def _check_texts(texts: list, start: int) -> None:
+    for offset, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DataError(f"document {start + offset} has a `text` of {text!r}, not a string; fix or drop that row")
 
 
 def _check_ids(ids: list[list[int]], tokenizer: Tokenizer) -> None:

@@ -49,7 +49,7 @@ class PerplexityReport:
     total_draws: int
     nll_per_token: float
     standard_error: float  # of nll_per_token: data spread and Monte-Carlo noise together
-    monte_carlo_error: float  # the Monte-Carlo part alone
+    monte_carlo_error: float | None  # the Monte-Carlo part alone (None with one draw per block)
     nll_interval: tuple[float, float]  # 95%
     seconds: float
     tokens_per_second: float
@@ -92,17 +92,21 @@ class DrawStatistics:
         merged.count, merged.total, merged.squares = stacked.double().cpu().numpy()
         return merged
 
-    def summary(self, length: int) -> tuple[float, float, float, int]:
-        """(NLL per token, its standard error, the Monte-Carlo part, degrees of freedom)."""
+    def summary(self, length: int) -> tuple[float, float, float | None, int]:
+        """(NLL per token, its standard error, the Monte-Carlo part or None, degrees of freedom).
+
+        The Monte-Carlo part needs two draws of every block; with one block it is the whole error.
+        """
         count = np.maximum(self.count, 1)
         means = self.total / count / length  # m_b, nats per token
-        within = np.where(self.count > 1, (self.squares - self.count * (self.total / count) ** 2)
-                          / np.maximum(self.count - 1, 1), 0.0).clip(min=0)  # per-draw variance, per block
         blocks = len(means)
-        monte_carlo = math.sqrt(float((within / count).sum())) / blocks / length
+        monte_carlo = None
+        if self.count.min() >= 2:
+            within = ((self.squares - self.count * (self.total / count) ** 2) / (self.count - 1)).clip(min=0)
+            monte_carlo = math.sqrt(float((within / count).sum())) / blocks / length
         if blocks >= 2:
             return float(means.mean()), float(means.std(ddof=1) / math.sqrt(blocks)), monte_carlo, blocks - 1
-        return float(means[0]), monte_carlo, monte_carlo, int(self.count[0]) - 1
+        return float(means[0]), monte_carlo or 0.0, monte_carlo, int(self.count[0]) - 1
 
 
 def evaluate_perplexity(
@@ -131,6 +135,8 @@ def evaluate_perplexity(
     _check(loss, mc_samples, batch_size, target_se, blocks)
     num_blocks, length = blocks.shape
     draws = 1 if loss in DETERMINISTIC_LOSSES else mc_samples
+    if num_blocks == 1 and draws == 1 and loss not in DETERMINISTIC_LOSSES:
+        raise ConfigError("a single block needs at least 2 Monte-Carlo draws for an error bar; raise --mc-samples")
     per_round = max(1, min(draws, batch_size // num_blocks))
     if target_se is not None:
         per_round = max(per_round, 2 if num_blocks == 1 else 1)
@@ -155,6 +161,8 @@ def evaluate_perplexity(
             break
     merged = stats.merged(all_reduce)
     nll, se, monte_carlo, dof = merged.summary(length)
+    if loss in DETERMINISTIC_LOSSES:
+        monte_carlo = 0.0  # exact: no Monte-Carlo error at all
     half_width = t_quantile_975(dof) * se if se > 0 else 0.0
     seconds = time.perf_counter() - started
     total = int(merged.count.sum())

@@ -1,7 +1,7 @@
 """The forward (masking) process and the draws of t, λ and k that the objectives use (SPEC §4).
 
-Every function takes an optional `torch.Generator`; random numbers are drawn on the generator's
-device (the CPU when none is given) in float64 and then moved to the data's device.
+Every function takes an optional `torch.Generator`; random numbers are drawn in float64 on the
+generator's device (on the data's device when none is given) and then moved to the data's device.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ def seed_for(*parts: int) -> int:
 
 def uniform(shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """Float64 uniforms in [0, 1) of `shape`, drawn on the generator's device, returned on `device`."""
-    source = generator.device if generator is not None else "cpu"
+    source = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=source, dtype=torch.float64).to(device)
 
 
 def random_permutation(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    source = generator.device if generator is not None else "cpu"
+    source = generator.device if generator is not None else device
     return torch.randperm(n, generator=generator, device=source).to(device)
 
 

@@ -7,6 +7,7 @@ Norms and the final log-softmax always run in float32; the rest follows the call
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -213,7 +214,8 @@ class RADD(nn.Module):
 
         - no `where`: log-probs (B, L, V) at every position;
         - `where`, a bool (B, L): log-probs (N, V) at its N true positions, row-major; only those
-          positions go through the output projection;
+          positions go through the output projection (in float32 outside training: they feed the
+          float64 draws of the samplers and the NLL sums of evaluation);
         - `where` and `targets` (N,): log p(targets) (N,), computed in chunks of positions whose
           (chunk, V) logits are recomputed in the backward pass instead of stored, so the (B, L, V)
           output never exists.
@@ -223,8 +225,12 @@ class RADD(nn.Module):
         if where is None:
             return self.head(hidden)
         hidden = hidden[where]  # (N, d)
-        if targets is None:
-            return self.head(hidden)
+        if not self.training:  # sampling and evaluation: the few selected positions are projected in float32
+            hidden = hidden.float()
+        with contextlib.nullcontext() if self.training else torch.autocast(hidden.device.type, enabled=False):
+            return self.head(hidden) if targets is None else self._target_log_probs(hidden, targets)
+
+    def _target_log_probs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if len(hidden) <= self.chunk_size:  # one chunk: nothing to gain from recomputation
             return self._chunk_target_log_probs(hidden, targets)
         pieces = [
@@ -239,14 +245,16 @@ class RADD(nn.Module):
         return -F.cross_entropy(self.logits(hidden).float(), targets, reduction="none")  # fused log-softmax + pick
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | Path, *, ema: bool = True) -> RADD:
+    def from_pretrained(cls, path_or_repo_id: str | Path, *, ema: bool = True, attention: str = "sdpa") -> RADD:
         """Load this project's layout, a published model (folder or Hub id) or a published training run.
 
         For a training run, `ema` picks the EMA weights (the ones to sample and evaluate with).
+        `attention` is how this process computes attention, not a property of the weights.
         The noise schedule and tokenizer the files name are kept in `model.extras`.
         """
         files = pretrained.read(path_or_repo_id, ema=ema)
-        model = cls(ModelConfig(**files.model))
+        shape = {key: value for key, value in files.model.items() if key != "attention"}
+        model = cls(ModelConfig(**shape, attention=attention))
         load_state_dict_strict(model, files.state_dict, files.source)
         model.extras = {"noise": files.noise, "tokenizer": files.tokenizer, "source": files.source}
         return model
@@ -254,9 +262,10 @@ class RADD(nn.Module):
     def save_pretrained(self, directory: str | Path, *, noise: dict | None = None, tokenizer=None) -> Path:
         """Write this project's layout: config.json + model.safetensors (+ the tokenizer's files)."""
         extras = getattr(self, "extras", {})
+        shape = {key: value for key, value in asdict(self.config).items() if key != "attention"}
         return pretrained.write(
             directory,
-            model_config=asdict(self.config),
+            model_config=shape,
             state_dict=self.state_dict(),
             noise=noise if noise is not None else extras.get("noise"),
             tokenizer=tokenizer if tokenizer is not None else extras.get("tokenizer"),

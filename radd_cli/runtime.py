@@ -124,6 +124,16 @@ def build_runtime(
     return Runtime(accelerator)
 
 
+def require_data_parallel(runtime: Runtime) -> None:
+    """Training keeps full parameters on every process (for the EMA and clipping): DDP, not sharding."""
+    kind = str(runtime.accelerator.distributed_type).rsplit(".", 1)[-1]
+    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise ConfigError(
+            f"radd train runs data-parallel (DDP) only; this launch asked for {kind}, whose sharded parameters "
+            "the weight EMA cannot follow. Launch without the FSDP/DeepSpeed accelerate config"
+        )
+
+
 def seed_everything(seed: int) -> None:
     from accelerate.utils import set_seed
 

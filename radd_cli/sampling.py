@@ -242,7 +242,7 @@ def _unmask(model, rule, x, counts, moving, u_token, evaluate_all: bool) -> None
 def _sample_uniforms(num_samples: int, length: int, generator, seeds) -> tuple[torch.Tensor, torch.Tensor]:
     """Two float64 uniforms (N, L) per position: when it unmasks, and which token it takes."""
     if seeds is None:
-        u = uniform((num_samples, 2, length), generator)
+        u = uniform((num_samples, 2, length), generator, "cpu")  # drawn on the generator's device
     else:
         u = torch.stack([uniform((2, length), torch.Generator().manual_seed(int(seed))) for seed in seeds])
     return u[:, 0].contiguous(), u[:, 1].contiguous()
@@ -313,8 +313,9 @@ def sample_all_positions(
     """
     vocab_size, mask_id = vocabulary(model)
     _check_sizes(num_samples, length, steps, method, None, None)
-    r = move_probabilities(schedule, steps, method)
-    x = _template_tokens(template, length, mask_id, vocab_size).to(_model_device(model)).repeat(num_samples, 1)
+    device = _model_device(model)
+    r = move_probabilities(schedule, steps, method).to(device)
+    x = _template_tokens(template, length, mask_id, vocab_size).to(device).repeat(num_samples, 1)
     with torch.inference_mode():
         for k in range(steps):
             masked = x == mask_id

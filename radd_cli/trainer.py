@@ -7,6 +7,7 @@ order from (seed, blocks consumed), so a resumed run reaches the same state as a
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import time
@@ -25,7 +26,7 @@ from radd_cli.masking import seed_for
 from radd_cli.model import RADD, ModelConfig
 from radd_cli.recipe import Recipe
 from radd_cli.run_log import RunLogger
-from radd_cli.runtime import Runtime, build_runtime
+from radd_cli.runtime import Runtime, build_runtime, require_data_parallel
 from radd_cli.sampling import sample
 from radd_cli.schedule import schedule_from_config
 from radd_cli.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
@@ -108,15 +109,23 @@ def learning_rate_factor(training, step: int) -> float:
 
 
 def prepare_tokenizer(recipe: Recipe, folder: RunFolder, runtime: Runtime) -> Tokenizer:
-    """The recipe's tokenizer; `train` trains a BPE on the training data once per run folder."""
+    """The recipe's tokenizer; `train` trains a BPE on the training data once per run folder.
+
+    A tokenizer left by an earlier start of the run is reused only if it was trained for the same
+    data and vocabulary size (a run with checkpoints cannot change those anyway).
+    """
     if recipe.tokenizer.name != "train":
         return load_tokenizer(recipe.tokenizer.name)
-    if runtime.is_main and not (folder.tokenizer / "tokenizer.json").is_file():
+    made_for = {"train": recipe.data.train, "train_split": recipe.data.train_split,
+                "vocab_size": recipe.tokenizer.vocab_size}
+    stamp = folder.tokenizer / "trained_for.json"
+    if runtime.is_main and not (stamp.is_file() and json.loads(stamp.read_text()) == made_for):
         documents = data_lib.load_documents(recipe.data.train, recipe.data.train_split)
         if "text" not in documents.column_names:
             raise ConfigError("tokenizer.name = 'train' needs text documents, not pre-tokenized input_ids")
         tokenizer = train_tokenizer((row["text"] for row in documents), recipe.tokenizer.vocab_size)
         tokenizer.save(folder.tokenizer)
+        stamp.write_text(json.dumps(made_for) + "\n")
     runtime.barrier()
     return load_tokenizer(str(folder.tokenizer))
 
@@ -178,6 +187,7 @@ class Trainer:
         self.runtime = build_runtime(training.mixed_precision, trackers=recipe.logging.trackers,
                                      project_dir=str(self.folder.path))
         rt = self.runtime
+        require_data_parallel(rt)
         if training.batch_size % (training.accumulation * rt.world_size):
             raise ConfigError(
                 f"training.batch_size ({training.batch_size}) must be a multiple of training.accumulation × "
@@ -202,8 +212,11 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(training, step))
         if training.compile:
             model = torch.compile(model)
-        self.model, self.optimizer, self.scheduler = rt.accelerator.prepare(model, optimizer, scheduler)
-        rt.accelerator.register_for_checkpointing(self.state, self.ema)
+        # The scheduler is stepped here once per optimizer step; accelerate's wrapper would step it once
+        # per process (it assumes per-process batches, and batch_size here is global).
+        self.model, self.optimizer = rt.accelerator.prepare(model, optimizer)
+        self.scheduler = scheduler
+        rt.accelerator.register_for_checkpointing(self.state, self.ema, self.scheduler)
         self.logger = RunLogger(self.folder, rt, recipe, show_progress=show_progress)
 
     def resume(self) -> bool:
@@ -282,17 +295,24 @@ class Trainer:
                 rt.accelerator.backward(loss / training.accumulation)
             total += loss.detach() / training.accumulation
         finite = bool(torch.isfinite(total))
-        if finite and training.grad_clip > 0:
+        if training.grad_clip > 0:
             norm = rt.accelerator.clip_grad_norm_(self.model.parameters(), training.grad_clip)
-            finite = rt.precision == "fp16" or bool(torch.isfinite(norm))  # fp16: the loss scaler skips
-        if rt.any(not finite):
-            self._skip(total)
-        else:
+            finite = finite and bool(torch.isfinite(norm))
+        finite = not rt.any(not finite)  # every process takes the same decision
+        if rt.precision == "fp16":
+            # The loss scaler checks the gradients itself: it skips the update (and lowers the scale)
+            # on overflow, and must see every step to keep its state consistent.
             self.optimizer.step()
+            finite = not self.optimizer.step_was_skipped
+        elif finite:
+            self.optimizer.step()
+        if finite:
             self.scheduler.step()
             self.ema.update(self.model.parameters())
             state.optimizer_steps += 1
             state.nonfinite_in_a_row = 0
+        else:
+            self._skip(total)
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
         state.blocks_seen += training.batch_size

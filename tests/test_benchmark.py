@@ -78,6 +78,8 @@ def test_flops_count_matches_the_published_shape():
     (["sample", "--steps", "0"], "at least 1"),
     (["train", "--steps", "0"], "--steps must be at least 1"),
     (["eval", "--dtype", "bf16", "--device", "cpu"], "needs a GPU"),
+    (["eval", "--json", "nowhere/b.json"], "the folder nowhere does not exist"),
+    (["sample", "--length", "0"], "--length must be at least 1"),
 ])
 def test_bad_bench_options(args, message):
     result = run(*args)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from radd_cli.cli import app
 from radd_cli.model import RADD
 from radd_cli.pretrained import parameter_order
+from tests.cli_helpers import assert_clean_error
 from tests.conftest import TINY, randomized
 from tests.test_model import published_config
 
@@ -19,12 +20,6 @@ runner = CliRunner()
 
 def run(*args):
     return runner.invoke(app, ["convert", *map(str, args)])
-
-
-def assert_clean_error(result, message):
-    assert result.exit_code != 0
-    assert message in result.output, result.output
-    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
 @pytest.fixture

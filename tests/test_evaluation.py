@@ -76,6 +76,14 @@ def test_statistics_and_quantiles():
     assert t_quantile_975(31) == pytest.approx(2.040, abs=2e-3)
 
 
+def test_error_bars_need_enough_draws(oracle):
+    blocks = draws_from(oracle, 4, seed=0)
+    with pytest.raises(ConfigError, match="a single block needs at least 2 Monte-Carlo draws"):
+        evaluate_perplexity(oracle, LOGLINEAR, blocks[:1], mc_samples=1)
+    one_draw = evaluate_perplexity(oracle, LOGLINEAR, blocks, mc_samples=1)
+    assert one_draw.standard_error > 0 and one_draw.monte_carlo_error is None  # data spread only
+
+
 def test_bad_settings_are_config_errors(oracle):
     blocks = draws_from(oracle, 4, seed=0)
     with pytest.raises(ConfigError, match="unknown loss 'mse'"):

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import math
 
@@ -126,9 +127,19 @@ def test_config_validation_reports_every_problem():
 
 
 def test_flash_backend_without_flash_attn_is_a_clear_error():
-    pytest.importorskip  # flash-attn is never installed on the CPU machines
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here")
     with pytest.raises(ConfigError, match="flash-attn.*sdpa"):
         RADD(ModelConfig(vocab_size=16, length=8, hidden_size=32, n_heads=4, n_blocks=1, attention="flash"))
+
+
+def test_the_attention_backend_is_a_load_time_choice_not_part_of_the_files(tmp_path, tiny_model):
+    tiny_model.save_pretrained(tmp_path / "model")
+    assert "attention" not in json.loads((tmp_path / "model" / "config.json").read_text())["model"]
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    config["model"]["attention"] = "flash"  # written by an older version: ignored on load
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    assert RADD.from_pretrained(tmp_path / "model").config.attention == "sdpa"
 
 
 def test_save_and_load_round_trip_exactly(tmp_path, tiny_model):

@@ -97,6 +97,8 @@ def test_recipes_command_lists_prints_and_copies(tmp_path):
     again = runner.invoke(app, ["recipes", "tiny", "--copy", str(target)])
     assert again.exit_code == 1 and "pass --force" in again.output
     assert runner.invoke(app, ["recipes", "tiny", "--copy", str(target), "--force"]).exit_code == 0
+    missing = runner.invoke(app, ["recipes", "tiny", "--copy", str(tmp_path / "nowhere" / "x.toml")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
 def test_train_rejects_a_bad_recipe_before_any_work(tmp_path):

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from radd_cli.cli import app
 from radd_cli.model import RADD
+from tests.cli_helpers import assert_clean_error
 
 runner = CliRunner()
 
@@ -70,16 +71,22 @@ def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
     (["--output", "samples.csv"], "use a .txt or .jsonl file"),
     (["--device", "cuda:0"], "asked for a GPU"),
     (["--dtype", "bf16"], "needs a GPU"),
+    (["--length", 0], "--length must be at least 1"),
+    (["--output", "nowhere/s.jsonl"], "the folder nowhere does not exist"),
 ])
 def test_bad_options_are_one_line_errors(tiny_checkpoint, args, message):
-    result = run("--model", tiny_checkpoint, *args)
-    assert result.exit_code != 0 and message in result.output, result.output
-    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert_clean_error(run("--model", tiny_checkpoint, *args), message)
+
+
+@pytest.mark.parametrize("content", ['["a", "b"]', "[[0, 1], [2]]", "[0.5, 1]"])
+def test_bad_order_files(tmp_path, tiny_checkpoint, content):
+    (tmp_path / "order.json").write_text(content)
+    assert_clean_error(run("--model", tiny_checkpoint, "--method", "ordered", "--order", tmp_path / "order.json"),
+                       "expected whole-number positions")
 
 
 def test_missing_model_and_mismatched_tokenizer(tmp_path, tiny_checkpoint):
-    result = run("--model", tmp_path / "nowhere")
-    assert result.exit_code == 1 and "no such folder" in result.output
+    assert_clean_error(run("--model", tmp_path / "nowhere"), "no such folder", 1)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_checkpoint, broken)
     model = RADD.from_pretrained(broken)
@@ -89,5 +96,4 @@ def test_missing_model_and_mismatched_tokenizer(tmp_path, tiny_checkpoint):
     state = {k: (v[1:] if v.shape[0] == 301 else v) for k, v in model.state_dict().items()}
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in state.items()}, broken / "model.safetensors")
-    result = run("--model", broken)
-    assert result.exit_code == 1 and "the model has 299 tokens but its tokenizer" in result.output
+    assert_clean_error(run("--model", broken), "the model has 299 tokens but its tokenizer", 1)

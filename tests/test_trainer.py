@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,6 +157,21 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, cache_dir, mo
     assert all(torch.isfinite(t).all() for t in weights(latest).values())
 
 
+def test_a_tokenizer_from_an_unfinished_start_is_retrained_when_the_recipe_changed(tmp_path, cache_dir):
+    train_in_process(tmp_path / "run", cache_dir, "training.steps=1")
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # as if killed before its first checkpoint
+    _, result = train_in_process(tmp_path / "run", cache_dir, "training.steps=1", "tokenizer.vocab_size=320")
+    assert RADD.from_pretrained(result.final_dir).vocab_size == 320
+
+
+def test_a_single_text_file_is_split_by_paragraph(tmp_path, cache_dir):
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("\n\n".join(f"Paragraph {i}: the cat sat on the mat and looked at the dog." for i in range(60)))
+    _, result = train_in_process(tmp_path / "run", cache_dir, f"data.train={corpus}", f"data.valid={corpus}",
+                                 "training.steps=2")
+    assert result.steps == 2 and math.isfinite(result.valid_loss)
+
+
 def test_learning_rate_schedules():
     recipe = load_recipe("tiny", ["training.steps=110", "training.warmup_steps=10", "training.lr_schedule=cosine",
                                   "training.min_lr_ratio=0.1"])
@@ -177,7 +193,9 @@ from radd_cli.recipe import load_recipe
 from radd_cli.trainer import Trainer
 trainer = Trainer(load_recipe("tiny", sys.argv[2:]), sys.argv[1])
 trainer.run()
-torch.save([p.detach().cpu() for p in trainer.model.parameters()], f"{sys.argv[1]}/params_rank{trainer.runtime.rank}.pt")
+torch.save({"params": [p.detach().cpu() for p in trainer.model.parameters()],
+            "lr": trainer.scheduler.get_last_lr()[0], "optimizer_steps": trainer.state.optimizer_steps},
+           f"{sys.argv[1]}/params_rank{trainer.runtime.rank}.pt")
 """
 
 
@@ -191,9 +209,14 @@ def test_two_gloo_processes_stay_in_sync(tmp_path, cache_dir):
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert finished.returncode == 0, finished.stderr[-3000:]
     rank0, rank1 = (torch.load(run_dir / f"params_rank{r}.pt") for r in (0, 1))
-    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
-    initial = RADD.from_pretrained(run_dir / "final")  # EMA weights moved away from the zero-initialised head
-    assert rank0[-2].abs().sum() > 0 and initial.output_layer.linear.weight.abs().sum() > 0
+    assert all(torch.equal(a, b) for a, b in zip(rank0["params"], rank1["params"]))
+    exported = RADD.from_pretrained(run_dir / "final")  # EMA weights moved away from the zero-initialised head
+    assert rank0["params"][-2].abs().sum() > 0 and exported.output_layer.linear.weight.abs().sum() > 0
+    # one scheduler step per optimizer step, as with one process (batch_size is the global batch)
+    recipe = load_recipe("tiny", overrides(cache_dir, "training.steps=4"))
+    expected = recipe.training.lr * learning_rate_factor(recipe.training, 4)
+    assert rank0["optimizer_steps"] == rank1["optimizer_steps"] == 4
+    assert rank0["lr"] == rank1["lr"] == pytest.approx(expected)
 
 
 def markov_corpus(path: Path, count: int, length: int, transition: np.ndarray, seed: int) -> None:

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from radd_cli import benchmark
-from radd_cli.commands.options import BatchSizeOption, DeviceOption, DtypeOption, JsonOption
+from radd_cli.commands.options import (BatchSizeOption, DeviceOption, DtypeOption, JsonOption, check_length,
+                                       check_writable)
 from radd_cli.console import err, out
 from radd_cli.errors import ConfigError
 from radd_cli.inference import load_for_inference
@@ -45,6 +46,12 @@ def _steps_list(text: str) -> list[int]:
     return values
 
 
+def _check_outputs(length: int | None, json_path: Path | None, plot: Path | None = None) -> None:
+    check_length(length)
+    check_writable(json_path, "--json")
+    check_writable(plot, "--plot")
+
+
 def _write_json(path: Path | None, payload: dict) -> None:
     if path is not None:
         path.write_text(json.dumps(payload, indent=2) + "\n")
@@ -70,8 +77,9 @@ def bench_sample(
     step_counts = _steps_list(steps)
     if repeats < 1:
         raise ConfigError("--repeats must be at least 1")
+    _check_outputs(length, json_path, plot)
     network, schedule, target, precision, label = _model(model, size, device, dtype)
-    length = length or network.config.length
+    length = length if length is not None else network.config.length
     rows = benchmark.bench_sample(network, schedule, steps_list=step_counts, batch_size=batch_size, length=length,
                                   device=target, precision=precision, reference=reference, seed=seed,
                                   repeats=repeats)
@@ -142,8 +150,9 @@ def bench_train(
     """One training step (objective, backward, clip, fused AdamW): time, tokens/s, peak memory, MFU on GPU."""
     if steps < 1 or warmup < 0:
         raise ConfigError("--steps must be at least 1 and --warmup at least 0")
+    _check_outputs(length, json_path)
     network, schedule, target, precision, label = _model(model, size, device, dtype, attention)
-    length = length or network.config.length
+    length = length if length is not None else network.config.length
     result = benchmark.bench_train(network, schedule, batch_size=batch_size, length=length, steps=steps,
                                    warmup=warmup, loss=loss, device=target, precision=precision, compile=compile)
     if target.type == "cuda":
@@ -175,8 +184,9 @@ def bench_eval(
     """Forward time per batch and tokens/s of the Monte-Carlo objective."""
     if batches < 1:
         raise ConfigError("--batches must be at least 1")
+    _check_outputs(length, json_path)
     network, schedule, target, precision, label = _model(model, size, device, dtype)
-    length = length or network.config.length
+    length = length if length is not None else network.config.length
     result = benchmark.bench_eval(network, schedule, batch_size=batch_size, length=length, batches=batches,
                                   loss=loss, device=target, precision=precision)
     table = Table(title=f"radd bench eval: {label}, batch {batch_size} × {length} on {target}", show_header=False)

@@ -13,7 +13,8 @@ import typer
 from rich.table import Table
 
 from radd_cli import data
-from radd_cli.commands.options import BatchSizeOption, DeviceOption, DtypeOption, JsonOption, SeedOption
+from radd_cli.commands.options import (BatchSizeOption, DeviceOption, DtypeOption, JsonOption, SeedOption,
+                                       check_length, check_writable)
 from radd_cli.console import err, out, progress_bar
 from radd_cli.errors import ConfigError, DataError
 from radd_cli.evaluation import PerplexityReport, evaluate_perplexity
@@ -48,9 +49,12 @@ def evaluate(
             raise ConfigError("give --model and --dataset (perplexity) or --samples and --judge (generative), not both")
         if samples is None or judge is None:
             raise ConfigError("generative evaluation needs both --samples FILE.jsonl and --judge MODEL")
+        check_writable(json_path, "--json")
         return _generative(samples, judge, batch_size, device, json_path)
     if model is None or dataset is None:
         raise ConfigError("give --model and --dataset (or --samples and --judge); see radd eval --help")
+    check_length(length)
+    check_writable(json_path, "--json")
     if gpus > 1 and not launched_as_one_of_many():
         raise typer.Exit(relaunch_on_gpus(gpus, sys.argv[1:]))
     _perplexity(model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device,
@@ -69,7 +73,7 @@ def _perplexity(model, dataset, split, length, batch_size, loss, mc_samples, tar
     runtime = build_runtime(dtype, cpu=device == "cpu") if launched_as_one_of_many() else None
     loaded = load_for_inference(model, str(runtime.device) if runtime else device, dtype)
     split = split or default_split(dataset)
-    length = length or loaded.model.config.length
+    length = length if length is not None else loaded.model.config.length
     if length > loaded.model.config.length:
         raise ConfigError(f"--length {length} is longer than the model's training length {loaded.model.config.length}")
     blocks = data.load_blocks(dataset, split, loaded.tokenizer, length, cache_dir)
@@ -98,8 +102,10 @@ def _print_report(report: PerplexityReport, model: str, dataset: str, split: str
     low, high = report.perplexity_interval
     table = Table(title=f"{model} on {dataset} ({split})", show_header=False)
     table.add_row("perplexity", f"{report.perplexity:.3f}  (95% interval {low:.3f} – {high:.3f})")
+    monte_carlo = ("n/a with one draw per block" if report.monte_carlo_error is None
+                   else f"± {report.monte_carlo_error:.4f}")
     table.add_row("NLL per token", f"{report.nll_per_token:.4f} ± {report.standard_error:.4f} nats "
-                                   f"(Monte-Carlo part ± {report.monte_carlo_error:.4f})")
+                                   f"(Monte-Carlo part {monte_carlo})")
     table.add_row("bits per token", f"{report.bits_per_token:.4f}")
     table.add_row("objective", report.loss)
     table.add_row("data", f"{report.num_blocks} blocks × {report.length} = {report.num_tokens:,} tokens")

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
+from radd_cli.commands.options import check_writable
 from radd_cli.console import err, progress_bar
 from radd_cli.errors import ConfigError
 from radd_cli.inference import LoadedModel
@@ -38,8 +39,10 @@ class GenerationSettings:
 
 def settings_from_options(loaded: LoadedModel, *, num_samples, batch_size, length, steps, method, order, strategy,
                           top_p, top_k, temperature, no_cache, seed) -> GenerationSettings:
-    length = length or loaded.model.config.length
+    length = length if length is not None else loaded.model.config.length
     problems = []
+    if length < 1:
+        problems.append(f"--length must be at least 1, got {length}")
     if num_samples < 1:
         problems.append(f"--num-samples must be at least 1, got {num_samples}")
     if batch_size < 1:
@@ -71,8 +74,10 @@ def positions_order(settings: GenerationSettings) -> torch.Tensor | None:
         raise ConfigError(f"--order {settings.order!r} is not forward, backward, random, or a file of positions")
     try:
         values = json.loads(path.read_text()) if path.suffix == ".json" else [int(v) for v in path.read_text().split()]
-    except (ValueError, json.JSONDecodeError) as error:
-        raise ConfigError(f"--order {path}: expected whitespace-separated positions or a JSON list ({error})") from None
+    except (ValueError, json.JSONDecodeError):
+        values = None
+    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"--order {path}: expected whole-number positions, whitespace-separated or as a JSON list")
     return torch.tensor(values, dtype=torch.long)
 
 
@@ -130,8 +135,7 @@ def check_output(path: Path | None) -> None:
     """Refuse a bad --output before any work is done."""
     if path is not None and path.suffix not in (".txt", ".jsonl"):
         raise ConfigError(f"--output {path}: use a .txt or .jsonl file")
-    if path is not None and not path.parent.is_dir():
-        raise ConfigError(f"--output {path}: the folder {path.parent} does not exist")
+    check_writable(path, "--output")
 
 
 def write_output(path: Path, rows: list[dict]) -> None:

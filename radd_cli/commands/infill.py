@@ -50,7 +50,8 @@ def infill(
     if segments is not None:
         filled = templates.build_template(segments, loaded.tokenizer)
     else:
-        filled = templates.prefix_suffix_template(prefix, suffix, length or loaded.model.config.length, loaded.tokenizer)
+        length = length if length is not None else loaded.model.config.length
+        filled = templates.prefix_suffix_template(prefix, suffix, length, loaded.tokenizer)
     templates.check_length(filled, loaded.model.config.length)
     settings = generation.settings_from_options(
         loaded, num_samples=num_samples, batch_size=batch_size, length=filled.length, steps=steps, method=method,

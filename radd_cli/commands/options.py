@@ -37,3 +37,20 @@ NoCacheOption = Annotated[
 OutputOption = Annotated[
     Optional[Path], typer.Option("--output", "-o", help="Write the samples to a .txt or .jsonl (text, ids, seed, NFE, settings).")
 ]
+
+
+def check_writable(path: Path | None, option: str) -> None:
+    """Refuse an output path whose folder does not exist, before any work is done."""
+    from radd_cli.errors import ConfigError
+
+    if path is not None and not path.parent.is_dir():
+        raise ConfigError(f"{option} {path}: the folder {path.parent} does not exist")
+    if path is not None and path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name")
+
+
+def check_length(length: int | None) -> None:
+    from radd_cli.errors import ConfigError
+
+    if length is not None and length < 1:
+        raise ConfigError(f"--length must be at least 1, got {length}")

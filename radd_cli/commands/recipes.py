@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from radd_cli.commands.options import check_writable
 from radd_cli.console import out
 from radd_cli.errors import RaddError
 from radd_cli.recipe import recipe_text, shipped_recipes
@@ -34,5 +35,6 @@ def recipes(
         copy = copy / f"{name}.toml"
     if copy.exists() and not force:
         raise RaddError(f"{copy} exists; pass --force to overwrite it")
+    check_writable(copy, "--copy")
     copy.write_text(text)
     out.print(f"Wrote {copy}; train with `radd train --recipe {copy}`.")
