@@ -22,6 +22,7 @@ radd bench eval --size small --batch-size 16 --dtype bf16 --batches 20 --json "$
 radd bench sample --size small --batch-size 16 --steps 1024,2048 --dtype bf16 --repeats 1 --json "$out/sample.json"
 # Training step, batch 32 x 1024, lambda-DCE (published: 148k tokens/s, 42.8 GB), eager and compiled.
 radd bench train --size small --batch-size 32 --dtype bf16 --steps 10 --warmup 3 --json "$out/train.json"
-radd bench train --size small --batch-size 32 --dtype bf16 --steps 10 --warmup 5 --compile --json "$out/train_compiled.json"
+radd bench train --size small --batch-size 32 --dtype bf16 --steps 10 --warmup 5 --compile --json "$out/train_compiled.json" \
+    || echo "the compiled training step failed; the table shows the eager one"
 
 python benchmarks/compare_gpu.py "$out"
