@@ -19,30 +19,67 @@ PUBLISHED = {  # H100 80GB, torch 2.11, small size, random weights (SPEC §9)
 def main(folder: Path) -> None:
     evaluation = json.loads((folder / "eval.json").read_text())
     sampling = json.loads((folder / "sample.json").read_text())
-    trains = [json.loads((folder / name).read_text()) for name in ("train.json", "train_compiled.json")
-              if (folder / name).is_file()]
+    trains = [
+        json.loads((folder / name).read_text())
+        for name in ("train.json", "train_compiled.json")
+        if (folder / name).is_file()
+    ]
     cached = {row["steps"]: row for row in sampling["rows"] if row["cache"] == "on"}
-    rows = [("forward, batch 16 x 1024", f"{evaluation['forward_ms']:.1f} ms", f"{PUBLISHED['forward_ms']} ms",
-             PUBLISHED["forward_ms"] / evaluation["forward_ms"], "<= 12 ms (2.5x)")]
+    rows = [
+        (
+            "forward, batch 16 x 1024",
+            f"{evaluation['forward_ms']:.1f} ms",
+            f"{PUBLISHED['forward_ms']} ms",
+            PUBLISHED["forward_ms"] / evaluation["forward_ms"],
+            "<= 12 ms (2.5x)",
+        )
+    ]
     for steps in (1024, 2048):
         if steps in cached:
             row = cached[steps]
-            rows.append((f"sample {steps} steps, batch 16", f"{row['seconds']:.1f} s", f"{PUBLISHED[f'sample_{steps}_s']} s",
-                         PUBLISHED[f"sample_{steps}_s"] / row["seconds"], "<= 8 s (5x)" if steps == 1024 else ""))
+            rows.append(
+                (
+                    f"sample {steps} steps, batch 16",
+                    f"{row['seconds']:.1f} s",
+                    f"{PUBLISHED[f'sample_{steps}_s']} s",
+                    PUBLISHED[f"sample_{steps}_s"] / row["seconds"],
+                    "<= 8 s (5x)" if steps == 1024 else "",
+                )
+            )
             error = 100 * (row["nfe"] / row["expected_nfe"] - 1)
-            rows.append((f"  NFE/seq at {steps}", f"{row['nfe']:.1f} (E-NFE {row['expected_nfe']:.1f}, {error:+.1f}%)",
-                         "589" if steps == 1024 else "678", None, "E-NFE +- 2%"))
+            rows.append(
+                (
+                    f"  NFE/seq at {steps}",
+                    f"{row['nfe']:.1f} (E-NFE {row['expected_nfe']:.1f}, {error:+.1f}%)",
+                    "589" if steps == 1024 else "678",
+                    None,
+                    "E-NFE +- 2%",
+                )
+            )
     for train in trains:
         label = "train step, batch 32 x 1024" + (" (compiled)" if train.get("compile") else "")
-        rows.append((label, f"{train['tokens_per_second'] / 1e3:.0f}k tokens/s",
-                     f"{PUBLISHED['train_tokens_per_s'] / 1e3:.0f}k tokens/s",
-                     train["tokens_per_second"] / PUBLISHED["train_tokens_per_s"], ">= 370k (2.5x)"))
-        rows.append(("  peak memory", f"{train['peak_memory_gb']:.1f} GB", f"{PUBLISHED['train_peak_gb']} GB",
-                     PUBLISHED["train_peak_gb"] / train["peak_memory_gb"], "<= 21 GB"))
+        rows.append(
+            (
+                label,
+                f"{train['tokens_per_second'] / 1e3:.0f}k tokens/s",
+                f"{PUBLISHED['train_tokens_per_s'] / 1e3:.0f}k tokens/s",
+                train["tokens_per_second"] / PUBLISHED["train_tokens_per_s"],
+                ">= 370k (2.5x)",
+            )
+        )
+        rows.append(
+            (
+                "  peak memory",
+                f"{train['peak_memory_gb']:.1f} GB",
+                f"{PUBLISHED['train_peak_gb']} GB",
+                PUBLISHED["train_peak_gb"] / train["peak_memory_gb"],
+                "<= 21 GB",
+            )
+        )
         if train.get("mfu"):
             rows.append(("  MFU", f"{100 * train['mfu']:.1f}% of {train['peak_tflops']:.0f} TFLOP/s", "~16%", None, ""))
     print(f"\n{evaluation['device_name']}, torch {evaluation['torch']}\n")
-    print(f"| measure | radd | published | speedup | target |\n|---|---|---|---|---|")
+    print("| measure | radd | published | speedup | target |\n|---|---|---|---|---|")
     for name, ours, theirs, ratio, target in rows:
         print(f"| {name} | {ours} | {theirs} | {'' if ratio is None else f'{ratio:.2f}x'} | {target} |")
 

@@ -26,10 +26,11 @@ from radd_cli.schedule import Schedule
 
 
 # Named sizes for random-weight benchmarks; small and medium are the published shapes (SPEC §3).
+PUBLISHED = {"vocab_size": 50257, "length": 1024}  # GPT-2 vocabulary, the published training length
 SIZES = {
     "tiny": {"hidden_size": 64, "n_heads": 4, "n_blocks": 2, "vocab_size": 2048, "length": 128},
-    "small": {"hidden_size": 768, "n_heads": 12, "n_blocks": 12, "vocab_size": 50257, "length": 1024},
-    "medium": {"hidden_size": 1024, "n_heads": 16, "n_blocks": 24, "vocab_size": 50257, "length": 1024},
+    "small": {"hidden_size": 768, "n_heads": 12, "n_blocks": 12, **PUBLISHED},
+    "medium": {"hidden_size": 1024, "n_heads": 16, "n_blocks": 24, **PUBLISHED},
 }
 
 
@@ -52,7 +53,7 @@ def peak_memory_gb(device: torch.device) -> float:
     """Peak GPU memory allocated since the last reset; on the CPU, the process's peak resident size."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    scale = 1 if sys.platform == "darwin" else 1 << 10  # ru_maxrss is bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
 
 
@@ -71,11 +72,21 @@ def seconds_per_call(call, *, repeats: int, warmup: int, device: torch.device) -
 
 def environment(device: torch.device, precision: str, model: RADD) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    return {"device": str(device), "device_name": name, "torch": torch.__version__, "precision": precision,
-            "attention": model.config.attention, "threads": torch.get_num_threads(),
-            "model": {"hidden_size": model.config.hidden_size, "n_heads": model.config.n_heads,
-                      "n_blocks": model.config.n_blocks, "vocab_size": model.vocab_size,
-                      "parameters": sum(p.numel() for p in model.parameters())}}
+    return {
+        "device": str(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "precision": precision,
+        "attention": model.config.attention,
+        "threads": torch.get_num_threads(),
+        "model": {
+            "hidden_size": model.config.hidden_size,
+            "n_heads": model.config.n_heads,
+            "n_blocks": model.config.n_blocks,
+            "vocab_size": model.vocab_size,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+    }
 
 
 @dataclass
@@ -90,9 +101,19 @@ class SampleRow:
     peak_memory_gb: float
 
 
-def bench_sample(model: RADD, schedule: Schedule, *, steps_list: list[int], batch_size: int, length: int,
-                 device: torch.device, precision: str, reference: bool = False, seed: int = 0,
-                 repeats: int = 3) -> list[SampleRow]:
+def bench_sample(
+    model: RADD,
+    schedule: Schedule,
+    *,
+    steps_list: list[int],
+    batch_size: int,
+    length: int,
+    device: torch.device,
+    precision: str,
+    reference: bool = False,
+    seed: int = 0,
+    repeats: int = 3,
+) -> list[SampleRow]:
     """One batch per setting, timed `repeats` times (median kept) after one untimed warm-up.
 
     The repeats go round all settings of a step count in turn, so a machine that speeds up or slows
@@ -107,15 +128,17 @@ def bench_sample(model: RADD, schedule: Schedule, *, steps_list: list[int], batc
         for _ in range(repeats):
             for mode in modes:
                 reset_peak_memory(device)
-                timings[mode].append(_time_sampling(model, schedule, steps, mode, batch_size, length, device,
-                                                    precision, seed))
+                timings[mode].append(
+                    _time_sampling(model, schedule, steps, mode, batch_size, length, device, precision, seed)
+                )
                 peaks[mode] = peak_memory_gb(device)
         for mode in modes:
             nfe, seconds = timings[mode][0][0], statistics.median(t for _, t in timings[mode])
             expected = expected_nfe(schedule, steps, length) if mode == "on" else float(steps)
             spread = nfe_standard_deviation(schedule, steps, length) / batch_size**0.5 if mode == "on" else 0.0
-            rows.append(SampleRow(steps, mode, nfe, expected, spread, seconds, batch_size * length / seconds,
-                                  peaks[mode]))
+            rows.append(
+                SampleRow(steps, mode, nfe, expected, spread, seconds, batch_size * length / seconds, peaks[mode])
+            )
     return rows
 
 
@@ -126,11 +149,20 @@ def _time_sampling(model, schedule, steps, mode, batch_size, length, device, pre
     started = time.perf_counter()
     with autocast(device, precision):
         if mode == "all-positions":
-            result = sample_all_positions(model, schedule, num_samples=batch_size, length=length, steps=steps,
-                                          generator=generator)
+            result = sample_all_positions(
+                model, schedule, num_samples=batch_size, length=length, steps=steps, generator=generator
+            )
         else:
-            result = sample(model, schedule, num_samples=batch_size, length=length, steps=steps,
-                            cache=mode == "on", generator=generator, device=device)
+            result = sample(
+                model,
+                schedule,
+                num_samples=batch_size,
+                length=length,
+                steps=steps,
+                cache=mode == "on",
+                generator=generator,
+                device=device,
+            )
     synchronize(device)
     return result.nfe, time.perf_counter() - started
 
@@ -173,8 +205,19 @@ def training_flops_per_token(config: ModelConfig, masked_fraction: float = 0.5) 
     return 6 * (trunk + head) + 3 * attention
 
 
-def bench_train(model: RADD, schedule: Schedule, *, batch_size: int, length: int, steps: int, warmup: int,
-                loss: str, device: torch.device, precision: str, compile: bool = False) -> TrainBench:
+def bench_train(
+    model: RADD,
+    schedule: Schedule,
+    *,
+    batch_size: int,
+    length: int,
+    steps: int,
+    warmup: int,
+    loss: str,
+    device: torch.device,
+    precision: str,
+    compile: bool = False,
+) -> TrainBench:
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
@@ -195,8 +238,16 @@ def bench_train(model: RADD, schedule: Schedule, *, batch_size: int, length: int
     seconds = seconds_per_call(step, repeats=steps, warmup=warmup, device=device)
     flops = training_flops_per_token(model.config)
     tokens_per_second = batch_size * length / seconds
-    return TrainBench(batch_size, length, loss, seconds, tokens_per_second, peak_memory_gb(device), flops,
-                      flops * tokens_per_second / 1e12)
+    return TrainBench(
+        batch_size,
+        length,
+        loss,
+        seconds,
+        tokens_per_second,
+        peak_memory_gb(device),
+        flops,
+        flops * tokens_per_second / 1e12,
+    )
 
 
 def matmul_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 20) -> float:
@@ -216,12 +267,22 @@ class EvalBench:
     peak_memory_gb: float
 
 
-def bench_eval(model: RADD, schedule: Schedule, *, batch_size: int, length: int, batches: int, loss: str,
-               device: torch.device, precision: str) -> EvalBench:
+def bench_eval(
+    model: RADD,
+    schedule: Schedule,
+    *,
+    batch_size: int,
+    length: int,
+    batches: int,
+    loss: str,
+    device: torch.device,
+    precision: str,
+) -> EvalBench:
     model = model.to(device).eval()
     x0 = torch.randint(0, model.vocab_size, (batch_size, length), generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad(), autocast(device, precision):
         forward = seconds_per_call(lambda: model(x0), repeats=batches, warmup=1, device=device)
-        objective = seconds_per_call(lambda: LOSSES[loss](model, x0, schedule), repeats=batches, warmup=1,
-                                     device=device)
+        objective = seconds_per_call(
+            lambda: LOSSES[loss](model, x0, schedule), repeats=batches, warmup=1, device=device
+        )
     return EvalBench(batch_size, length, loss, forward * 1e3, batch_size * length / objective, peak_memory_gb(device))

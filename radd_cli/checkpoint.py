@@ -24,8 +24,16 @@ from radd_cli.errors import ConfigError
 from radd_cli.recipe import Recipe
 
 # Keys a resumed run may change: they do not alter what has been computed so far.
-RESUMABLE_CHANGES = ("name", "description", "training.steps", "training.max_nonfinite", "evaluation.", "sampling.",
-                     "checkpoint.", "logging.")
+RESUMABLE_CHANGES = (
+    "name",
+    "description",
+    "training.steps",
+    "training.max_nonfinite",
+    "evaluation.",
+    "sampling.",
+    "checkpoint.",
+    "logging.",
+)
 
 
 class RunFolder:

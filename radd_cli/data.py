@@ -50,14 +50,24 @@ class HubDataset:
 
 
 DATASETS = {
-    "openwebtext": HubDataset("Skylion007/openwebtext", None, "text",
-                              {"train": "train[:-100000]", "validation": "train[-100000:]"}),
-    "wikitext103": HubDataset("Salesforce/wikitext", "wikitext-103-raw-v1", "text",
-                              {"train": "train", "validation": "validation", "test": "test"}),
-    "wikitext2": HubDataset("Salesforce/wikitext", "wikitext-2-raw-v1", "text",
-                            {"train": "train", "validation": "validation", "test": "test"}),
-    "ptb": HubDataset("ptb_text_only", "penn_treebank", "sentence",
-                      {"train": "train", "validation": "validation", "test": "test"}),
+    "openwebtext": HubDataset(
+        "Skylion007/openwebtext", None, "text", {"train": "train[:-100000]", "validation": "train[-100000:]"}
+    ),
+    "wikitext103": HubDataset(
+        "Salesforce/wikitext",
+        "wikitext-103-raw-v1",
+        "text",
+        {"train": "train", "validation": "validation", "test": "test"},
+    ),
+    "wikitext2": HubDataset(
+        "Salesforce/wikitext",
+        "wikitext-2-raw-v1",
+        "text",
+        {"train": "train", "validation": "validation", "test": "test"},
+    ),
+    "ptb": HubDataset(
+        "ptb_text_only", "penn_treebank", "sentence", {"train": "train", "validation": "validation", "test": "test"}
+    ),
     "lambada": HubDataset("EleutherAI/lambada_openai", "default", "text", {"test": "test"}),
     "lm1b": HubDataset("lm1b", None, "text", {"train": "train", "test": "test"}),
 }
@@ -142,19 +152,26 @@ def _local_documents(path: Path):
     try:
         with _quiet_datasets():  # local files load in a blink: no progress bars
             if texts:
-                parts.append(datasets.load_dataset("text", data_files=[str(f) for f in texts],
-                                                   sample_by="paragraph", split="train"))
+                parts.append(
+                    datasets.load_dataset(
+                        "text", data_files=[str(f) for f in texts], sample_by="paragraph", split="train"
+                    )
+                )
             if rows:
                 parts.append(datasets.load_dataset("json", data_files=[str(f) for f in rows], split="train"))
     except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as error:
-        raise DataError(f"{path} cannot be read as text or JSON lines ({str(error).strip().splitlines()[0]})") from error
+        raise DataError(
+            f"{path} cannot be read as text or JSON lines ({str(error).strip().splitlines()[0]})"
+        ) from error
     if len(parts) > 1 and "input_ids" in parts[1].column_names:
         raise DataError(f"{path} mixes text files with pre-tokenized input_ids rows; keep them in separate folders")
     dataset = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     for column in ("input_ids", "text"):
         if column in dataset.column_names:
             return dataset.select_columns([column])
-    raise DataError(f"{path}: JSON rows need a `text` (or pre-tokenized `input_ids`) field; found {dataset.column_names}")
+    raise DataError(
+        f"{path}: JSON rows need a `text` (or pre-tokenized `input_ids`) field; found {dataset.column_names}"
+    )
 
 
 @contextlib.contextmanager
@@ -226,7 +243,9 @@ def _check_ids(ids: list[list[int]], tokenizer: Tokenizer) -> None:
     largest = max((max(row) for row in ids if row), default=0)
     smallest = min((min(row) for row in ids if row), default=0)
     if largest >= tokenizer.vocab_size or smallest < 0:
-        raise DataError(f"pre-tokenized input_ids must be in 0..{tokenizer.vocab_size - 1}, found {smallest}..{largest}")
+        raise DataError(
+            f"pre-tokenized input_ids must be in 0..{tokenizer.vocab_size - 1}, found {smallest}..{largest}"
+        )
 
 
 def _source_identity(source: str):

@@ -24,10 +24,41 @@ from radd_cli.losses import DETERMINISTIC_LOSSES, LOSSES
 from radd_cli.masking import seed_for
 from radd_cli.schedule import Schedule
 
+DEFAULT_MC_SAMPLES = 1024  # draws per block in the published protocol (SPEC §6)
+
 # Student's t 0.975-quantiles for 1..30 degrees of freedom; beyond, a Cornish-Fisher expansion.
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042]
+_T975 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 def t_quantile_975(dof: int) -> float:
@@ -67,8 +98,11 @@ class PerplexityReport:
         return self.nll_per_token / math.log(2)
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"perplexity": self.perplexity, "perplexity_interval": self.perplexity_interval,
-                               "bits_per_token": self.bits_per_token}
+        return asdict(self) | {
+            "perplexity": self.perplexity,
+            "perplexity_interval": self.perplexity_interval,
+            "bits_per_token": self.bits_per_token,
+        }
 
 
 class DrawStatistics:
@@ -115,7 +149,7 @@ def evaluate_perplexity(
     blocks: np.ndarray,
     *,
     loss: str = "lambda_DCE",
-    mc_samples: int = 1024,
+    mc_samples: int = DEFAULT_MC_SAMPLES,
     batch_size: int = 16,
     seed: int = 0,
     target_se: float | None = None,
@@ -149,7 +183,7 @@ def evaluate_perplexity(
             batch = items[start : start + batch_size]
             generator = torch.Generator().manual_seed(seed_for(seed, rank, done, start))
             x0 = torch.from_numpy(blocks[batch].astype(np.int64)).to(device)
-            with torch.no_grad(), (autocast() if autocast else contextlib.nullcontext()):
+            with torch.no_grad(), autocast() if autocast else contextlib.nullcontext():
                 values = LOSSES[loss](model, x0, schedule, generator=generator)
             stats.add(batch, values.double().cpu().numpy())
             processed += len(batch)
@@ -166,9 +200,20 @@ def evaluate_perplexity(
     half_width = t_quantile_975(dof) * se if se > 0 else 0.0
     seconds = time.perf_counter() - started
     total = int(merged.count.sum())
-    return PerplexityReport(loss, length, num_blocks, num_blocks * length, int(merged.count.min()), total, nll, se,
-                            monte_carlo, (nll - half_width, nll + half_width), seconds,
-                            total * length / max(seconds, 1e-9))
+    return PerplexityReport(
+        loss,
+        length,
+        num_blocks,
+        num_blocks * length,
+        int(merged.count.min()),
+        total,
+        nll,
+        se,
+        monte_carlo,
+        (nll - half_width, nll + half_width),
+        seconds,
+        total * length / max(seconds, 1e-9),
+    )
 
 
 def _check(loss: str, mc_samples: int, batch_size: int, target_se: float | None, blocks: np.ndarray) -> None:

@@ -203,9 +203,7 @@ def generative_metrics(
     empty = [index for index, tokens in enumerate(judge_tokens) if not tokens]
     if empty:
         raise DataError(f"samples {empty} are empty after judge tokenization; drop empty samples before scoring")
-    scores = _score(
-        model, judge_tokens, _bos_id(tokenizer), _context_length(model, tokenizer), batch_size, device=None
-    )
+    scores = _score(model, judge_tokens, _bos_id(tokenizer), _context_length(model, tokenizer), batch_size, device=None)
     counted = [list(ids) for ids in token_ids] if token_ids is not None else judge_tokens
     entropy = [unigram_entropy(ids) for ids in counted]
     perplexity = [math.exp(nll / count) for nll, count in scores]

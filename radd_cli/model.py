@@ -22,6 +22,7 @@ from radd_cli.errors import CheckpointError, ConfigError
 
 ATTENTION_BACKENDS = ("sdpa", "flash")
 
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of a RADD network. `vocab_size` counts real tokens; the mask token is id `vocab_size`."""

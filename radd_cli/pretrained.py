@@ -181,10 +181,24 @@ def _published_tokenizer(config: dict) -> str:
 
 def parameter_order(keys) -> list[str]:
     """Trainable parameter names in the published order (SPEC §3), buffers left out."""
-    in_block = ["norm1.weight", "norm1.bias", "attn_qkv.weight", "attn_out.weight", "norm2.weight",
-                "norm2.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
-    at_end = ["output_layer.norm_final.weight", "output_layer.norm_final.bias",
-              "output_layer.linear.weight", "output_layer.linear.bias"]
+    in_block = [
+        "norm1.weight",
+        "norm1.bias",
+        "attn_qkv.weight",
+        "attn_out.weight",
+        "norm2.weight",
+        "norm2.bias",
+        "mlp.0.weight",
+        "mlp.0.bias",
+        "mlp.2.weight",
+        "mlp.2.bias",
+    ]
+    at_end = [
+        "output_layer.norm_final.weight",
+        "output_layer.norm_final.bias",
+        "output_layer.linear.weight",
+        "output_layer.linear.bias",
+    ]
 
     def rank(name: str) -> tuple:
         match = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)

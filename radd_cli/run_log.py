@@ -22,8 +22,12 @@ class RunLogger:
         self._window: list[float] = []
         self._trackers = bool(recipe.logging.trackers)
         if self._trackers:
-            flat = {f"{section}.{key}": value for section, values in recipe.to_dict().items()
-                    if isinstance(values, dict) for key, value in values.items()}
+            flat = {
+                f"{section}.{key}": value
+                for section, values in recipe.to_dict().items()
+                if isinstance(values, dict)
+                for key, value in values.items()
+            }
             runtime.accelerator.init_trackers(recipe.name, config={k: str(v) for k, v in flat.items()})
 
     @property
@@ -53,8 +57,16 @@ class RunLogger:
         if state.step % self.every == 0:
             mean = sum(self._window) / len(self._window)
             self._window = []
-            self.metrics(state.step, {"train/nats_per_token": mean, "lr": lr, "tokens_per_second": tokens_per_second,
-                                      "skipped_nonfinite": state.skipped_nonfinite}, console=False)
+            self.metrics(
+                state.step,
+                {
+                    "train/nats_per_token": mean,
+                    "lr": lr,
+                    "tokens_per_second": tokens_per_second,
+                    "skipped_nonfinite": state.skipped_nonfinite,
+                },
+                console=False,
+            )
 
     def samples(self, step: int, texts: list[str]) -> None:
         self.folder.samples.mkdir(parents=True, exist_ok=True)

@@ -163,8 +163,19 @@ def gpu_launch_command(num_gpus: int, argv: list[str]) -> list[str]:
         elif not arg.startswith("--gpus="):
             kept.append(arg)
     return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", str(num_gpus), "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",  # radd sets both itself, from the recipe
-        "-m", "radd_cli", *kept,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_gpus),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",  # radd sets both itself, from the recipe
+        "-m",
+        "radd_cli",
+        *kept,
     ]

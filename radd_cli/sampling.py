@@ -253,7 +253,9 @@ def _template_tokens(template, length: int, mask_id: int, vocab_size: int) -> to
         return torch.full((length,), mask_id, dtype=torch.long)
     template = torch.as_tensor(template, dtype=torch.long).cpu()
     if template.shape != (length,):
-        raise ConfigError(f"the template has shape {tuple(template.shape)}; it must be ({length},), one id per position")
+        raise ConfigError(
+            f"the template has shape {tuple(template.shape)}; it must be ({length},), one id per position"
+        )
     if ((template < 0) | (template > vocab_size)).any():
         raise ConfigError(f"template ids must be in 0..{vocab_size - 1}, or {mask_id} for a free position")
     if not (template == mask_id).any():
@@ -268,7 +270,9 @@ def _order_places(order, num_samples: int, length: int) -> torch.Tensor:
     if order.dim() == 1:
         order = order.expand(num_samples, -1)
     if order.shape != (num_samples, length):
-        raise ConfigError(f"the order has shape {tuple(order.shape)}; it must be ({length},) or ({num_samples}, {length})")
+        raise ConfigError(
+            f"the order has shape {tuple(order.shape)}; it must be ({length},) or ({num_samples}, {length})"
+        )
     if not torch.equal(order.sort(dim=1).values, torch.arange(length).expand(num_samples, -1)):
         raise ConfigError(f"the order must be a permutation of the positions 0..{length - 1}")
     return places(order.contiguous())

@@ -116,8 +116,11 @@ def prepare_tokenizer(recipe: Recipe, folder: RunFolder, runtime: Runtime) -> To
     """
     if recipe.tokenizer.name != "train":
         return load_tokenizer(recipe.tokenizer.name)
-    made_for = {"train": recipe.data.train, "train_split": recipe.data.train_split,
-                "vocab_size": recipe.tokenizer.vocab_size}
+    made_for = {
+        "train": recipe.data.train,
+        "train_split": recipe.data.train_split,
+        "vocab_size": recipe.tokenizer.vocab_size,
+    }
     stamp = folder.tokenizer / "trained_for.json"
     if runtime.is_main and not (stamp.is_file() and json.loads(stamp.read_text()) == made_for):
         documents = data_lib.load_documents(recipe.data.train, recipe.data.train_split)
@@ -144,15 +147,27 @@ def prepare_data(recipe: Recipe, tokenizer: Tokenizer, runtime: Runtime) -> tupl
 
 def build_model(recipe: Recipe, vocab_size: int) -> RADD:
     section = recipe.model
-    return RADD(ModelConfig(vocab_size=vocab_size, length=section.length, hidden_size=section.hidden_size,
-                            n_heads=section.n_heads, n_blocks=section.n_blocks, dropout=section.dropout,
-                            attention=section.attention))
+    return RADD(
+        ModelConfig(
+            vocab_size=vocab_size,
+            length=section.length,
+            hidden_size=section.hidden_size,
+            n_heads=section.n_heads,
+            n_blocks=section.n_blocks,
+            dropout=section.dropout,
+            attention=section.attention,
+        )
+    )
 
 
 def build_optimizer(model: torch.nn.Module, training, device: torch.device) -> torch.optim.Optimizer:
     return torch.optim.AdamW(
-        model.parameters(), lr=training.lr, betas=(training.beta1, training.beta2), eps=training.adam_eps,
-        weight_decay=training.weight_decay, fused=device.type == "cuda",
+        model.parameters(),
+        lr=training.lr,
+        betas=(training.beta1, training.beta2),
+        eps=training.adam_eps,
+        weight_decay=training.weight_decay,
+        fused=device.type == "cuda",
     )
 
 
@@ -180,12 +195,19 @@ class StopSignals:
 class Trainer:
     """Owns the objects of one run; `run()` trains to recipe.training.steps and exports final/."""
 
-    def __init__(self, recipe: Recipe, run_dir: str | Path, *, show_progress: bool = True,
-                 on_step: Callable[[TrainState, np.ndarray], None] | None = None):
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: str | Path,
+        *,
+        show_progress: bool = True,
+        on_step: Callable[[TrainState, np.ndarray], None] | None = None,
+    ):
         self.recipe, self.folder, self.on_step = recipe, RunFolder(run_dir), on_step
         training = recipe.training
-        self.runtime = build_runtime(training.mixed_precision, trackers=recipe.logging.trackers,
-                                     project_dir=str(self.folder.path))
+        self.runtime = build_runtime(
+            training.mixed_precision, trackers=recipe.logging.trackers, project_dir=str(self.folder.path)
+        )
         rt = self.runtime
         require_data_parallel(rt)
         if training.batch_size % (training.accumulation * rt.world_size):
@@ -251,8 +273,9 @@ class Trainer:
         final = self.export()
         speed = (state.step - first_step) * tokens_per_step / max(seconds, 1e-9)
         self.logger.finish(state, valid_loss, speed, seconds, final)
-        return TrainResult(self.folder.path, final, state.step, valid_loss, speed, seconds,
-                           state.skipped_nonfinite, samples)
+        return TrainResult(
+            self.folder.path, final, state.step, valid_loss, speed, seconds, state.skipped_nonfinite, samples
+        )
 
     def _periodic(self, step: int) -> None:
         recipe = self.recipe
@@ -269,7 +292,9 @@ class Trainer:
         name = signal.Signals(signum).name
         raise TrainingInterrupted(
             f"stopped by {name} after step {self.state.step}; the checkpoint is saved in "
-            f"{self.folder.checkpoints}; run the same command to resume", signum)
+            f"{self.folder.checkpoints}; run the same command to resume",
+            signum,
+        )
 
     def batch_indices(self) -> np.ndarray:
         """The global batch of this step: blocks [blocks_seen, blocks_seen + batch_size) of the order."""
@@ -289,9 +314,13 @@ class Trainer:
             first = (micro * rt.world_size + rt.rank) * self.micro_batch
             x0 = torch.from_numpy(self.train_blocks[indices[first : first + self.micro_batch]].astype(np.int64))
             generator = torch.Generator(rt.device).manual_seed(seed_for(training.seed, state.step, rt.rank, micro, 2))
-            sync = contextlib.nullcontext() if micro == training.accumulation - 1 else rt.accelerator.no_sync(self.model)
+            sync = (
+                contextlib.nullcontext() if micro == training.accumulation - 1 else rt.accelerator.no_sync(self.model)
+            )
             with sync:
-                loss = LOSSES[training.loss_type](self.model, x0.to(rt.device), self.schedule, generator=generator).mean()
+                loss = LOSSES[training.loss_type](
+                    self.model, x0.to(rt.device), self.schedule, generator=generator
+                ).mean()
                 rt.accelerator.backward(loss / training.accumulation)
             total += loss.detach() / training.accumulation
         finite = bool(torch.isfinite(total))
@@ -352,9 +381,15 @@ class Trainer:
         section = self.recipe.sampling
         self.ema.copy_to(self.eval_model)
         with self.runtime.autocast():
-            result = sample(self.eval_model, self.schedule, num_samples=section.num_samples,
-                            length=self.recipe.model.length, steps=section.steps, method=section.method,
-                            seeds=list(range(section.num_samples)))
+            result = sample(
+                self.eval_model,
+                self.schedule,
+                num_samples=section.num_samples,
+                length=self.recipe.model.length,
+                steps=section.steps,
+                method=section.method,
+                seeds=list(range(section.num_samples)),
+            )
         texts = [self.tokenizer.decode(row.tolist()) for row in result.tokens]
         self.logger.samples(step, texts)
         return texts
@@ -366,7 +401,10 @@ class Trainer:
         """final/: the EMA weights, tokenizer and noise schedule in radd's layout."""
         self.ema.copy_to(self.eval_model)
         if self.runtime.is_main:
-            self.folder.export_final(lambda directory: self.eval_model.save_pretrained(
-                directory, noise=self.recipe.noise.schedule_config(), tokenizer=self.tokenizer.hf))
+            self.folder.export_final(
+                lambda directory: self.eval_model.save_pretrained(
+                    directory, noise=self.recipe.noise.schedule_config(), tokenizer=self.tokenizer.hf
+                )
+            )
         self.runtime.barrier()
         return self.folder.final

@@ -36,12 +36,17 @@ def tiny_checkpoint(tmp_path_factory):
     """A saved tiny model with its own trained tokenizer (V = 300, L = 16), as `radd train` exports."""
     from radd_cli.tokenizer import train_tokenizer
 
-    texts = [f"The {animal} sat on the {thing}. It was {mood}." for animal in ("cat", "dog", "fox", "owl")
-             for thing in ("mat", "rug", "log", "box") for mood in ("happy", "tired", "curious")]
+    texts = [
+        f"The {animal} sat on the {thing}. It was {mood}."
+        for animal in ("cat", "dog", "fox", "owl")
+        for thing in ("mat", "rug", "log", "box")
+        for mood in ("happy", "tired", "curious")
+    ]
     tokenizer = train_tokenizer(texts * 3, 300)
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=tokenizer.vocab_size, length=16, hidden_size=32, n_heads=4, n_blocks=2, dropout=0.0)
     folder = tmp_path_factory.mktemp("tiny-checkpoint")
-    randomized(RADD(config), seed=1).save_pretrained(folder, noise={"type": "loglinear", "eps": 1e-3},
-                                                     tokenizer=tokenizer.hf)
+    randomized(RADD(config), seed=1).save_pretrained(
+        folder, noise={"type": "loglinear", "eps": 1e-3}, tokenizer=tokenizer.hf
+    )
     return folder

@@ -19,17 +19,47 @@ def run(*args):
 
 
 def test_bench_sample_table_and_json(tmp_path):
-    result = run("sample", "--size", "tiny", "--steps", "8,32", "--batch-size", 4, "--length", 16, "--reference",
-                 "--device", "cpu", "--json", tmp_path / "s.json")
+    result = run(
+        "sample",
+        "--size",
+        "tiny",
+        "--steps",
+        "8,32",
+        "--batch-size",
+        4,
+        "--length",
+        16,
+        "--reference",
+        "--device",
+        "cpu",
+        "--json",
+        tmp_path / "s.json",
+    )
     assert result.exit_code == 0, result.output
     assert "the cache saves" in result.output and "faster than the all-positions sampler" in result.output
     report = json.loads((tmp_path / "s.json").read_text())
-    assert {"device", "torch", "precision", "attention", "model", "batch_size", "length", "rows", "speedups"} <= set(report)
+    assert {"device", "torch", "precision", "attention", "model", "batch_size", "length", "rows", "speedups"} <= set(
+        report
+    )
     assert [(row["steps"], row["cache"]) for row in report["rows"]] == [
-        (8, "on"), (8, "off"), (8, "all-positions"), (32, "on"), (32, "off"), (32, "all-positions")]
+        (8, "on"),
+        (8, "off"),
+        (8, "all-positions"),
+        (32, "on"),
+        (32, "off"),
+        (32, "all-positions"),
+    ]
     for row in report["rows"]:
-        assert set(row) == {"steps", "cache", "nfe", "expected_nfe", "expected_nfe_se", "seconds",
-                            "tokens_per_second", "peak_memory_gb"}
+        assert set(row) == {
+            "steps",
+            "cache",
+            "nfe",
+            "expected_nfe",
+            "expected_nfe_se",
+            "seconds",
+            "tokens_per_second",
+            "peak_memory_gb",
+        }
         assert row["seconds"] > 0 and row["nfe"] <= row["steps"]
         if row["cache"] != "on":
             assert row["nfe"] == row["steps"]
@@ -40,22 +70,58 @@ def test_bench_sample_table_and_json(tmp_path):
 def test_measured_nfe_is_within_a_statistical_bound_of_e_nfe():
     model = benchmark.random_model("tiny")
     schedule = get_schedule("loglinear")
-    rows = benchmark.bench_sample(model, schedule, steps_list=[128], batch_size=128, length=32,
-                                  device=model.vocab_embed.embedding.device, precision="no", repeats=1)
+    rows = benchmark.bench_sample(
+        model,
+        schedule,
+        steps_list=[128],
+        batch_size=128,
+        length=32,
+        device=model.vocab_embed.embedding.device,
+        precision="no",
+        repeats=1,
+    )
     cached = rows[0]
     assert cached.cache == "on" and abs(cached.nfe - cached.expected_nfe) < 4 * cached.expected_nfe_se
     assert rows[1].nfe == 128
 
 
 def test_bench_train_and_eval_on_cpu(tmp_path):
-    result = run("train", "--size", "tiny", "--batch-size", 4, "--length", 16, "--steps", 2, "--warmup", 1,
-                 "--device", "cpu", "--json", tmp_path / "t.json")
+    result = run(
+        "train",
+        "--size",
+        "tiny",
+        "--batch-size",
+        4,
+        "--length",
+        16,
+        "--steps",
+        2,
+        "--warmup",
+        1,
+        "--device",
+        "cpu",
+        "--json",
+        tmp_path / "t.json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "t.json").read_text())
     assert report["tokens_per_second"] > 0 and report["step_seconds"] > 0 and report["peak_memory_gb"] > 0
     assert report["mfu"] is None and report["flops_per_token"] > 0 and report["device"] == "cpu"
-    result = run("eval", "--size", "tiny", "--batch-size", 4, "--length", 16, "--batches", 2, "--device", "cpu",
-                 "--json", tmp_path / "e.json")
+    result = run(
+        "eval",
+        "--size",
+        "tiny",
+        "--batch-size",
+        4,
+        "--length",
+        16,
+        "--batches",
+        2,
+        "--device",
+        "cpu",
+        "--json",
+        tmp_path / "e.json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["forward_ms"] > 0 and report["tokens_per_second"] > 0
@@ -72,22 +138,37 @@ def test_flops_count_matches_the_published_shape():
     assert 6 * 85e6 < per_token < 6 * 85e6 + 6 * 50257 * 768  # trunk ≈ 85M parameters, plus half the head
 
 
-@pytest.mark.parametrize("args, message", [
-    (["sample", "--size", "huge"], "--size 'huge' is not one of tiny, small, medium"),
-    (["sample", "--steps", "a,b"], "give step counts separated by commas"),
-    (["sample", "--steps", "0"], "at least 1"),
-    (["train", "--steps", "0"], "--steps must be at least 1"),
-    (["eval", "--dtype", "bf16", "--device", "cpu"], "needs a GPU"),
-    (["eval", "--json", "nowhere/b.json"], "the folder nowhere does not exist"),
-    (["sample", "--length", "0"], "--length must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sample", "--size", "huge"], "--size 'huge' is not one of tiny, small, medium"),
+        (["sample", "--steps", "a,b"], "give step counts separated by commas"),
+        (["sample", "--steps", "0"], "at least 1"),
+        (["train", "--steps", "0"], "--steps must be at least 1"),
+        (["eval", "--dtype", "bf16", "--device", "cpu"], "needs a GPU"),
+        (["eval", "--json", "nowhere/b.json"], "the folder nowhere does not exist"),
+        (["sample", "--length", "0"], "--length must be at least 1"),
+    ],
+)
 def test_bad_bench_options(args, message):
     result = run(*args)
     assert result.exit_code != 0 and message in result.output, result.output
 
 
 def test_plot_needs_matplotlib_or_writes_a_png(tmp_path, monkeypatch):
-    arguments = ["sample", "--size", "tiny", "--steps", "4", "--batch-size", 2, "--length", 8, "--plot", tmp_path / "p.png"]
+    arguments = [
+        "sample",
+        "--size",
+        "tiny",
+        "--steps",
+        "4",
+        "--batch-size",
+        2,
+        "--length",
+        8,
+        "--plot",
+        tmp_path / "p.png",
+    ]
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = run(*arguments)
     assert result.exit_code == 2 and "pip install 'radd[plot]'" in result.output

@@ -27,7 +27,9 @@ def test_builtin_corpus_needs_no_download_and_splits_by_document():
 def test_local_text_jsonl_and_folders(tmp_path, tokenizer):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("first document\nwith two lines")
-    (tmp_path / "notes" / "b.jsonl").write_text(json.dumps({"text": "second"}) + "\n" + json.dumps({"text": "third"}) + "\n")
+    (tmp_path / "notes" / "b.jsonl").write_text(
+        json.dumps({"text": "second"}) + "\n" + json.dumps({"text": "third"}) + "\n"
+    )
     documents = data.load_documents(str(tmp_path / "notes"), "all")
     assert sorted(documents["text"]) == ["first document\nwith two lines", "second", "third"]
     stream = data.token_stream(str(tmp_path / "notes"), "all", tokenizer, tmp_path / "cache")
@@ -63,8 +65,11 @@ def test_tokenizing_happens_once_per_source_split_and_tokenizer(tmp_path, tokeni
 def test_named_datasets_get_their_detokenizer(tmp_path, tokenizer, monkeypatch):
     import datasets
 
-    monkeypatch.setattr(data, "_hub_documents", lambda name, split: datasets.Dataset.from_dict(
-        {"text": ["the company 's shares fell N % \\/ year"]}))
+    monkeypatch.setattr(
+        data,
+        "_hub_documents",
+        lambda name, split: datasets.Dataset.from_dict({"text": ["the company 's shares fell N % \\/ year"]}),
+    )
     stream = data.token_stream("ptb", "test", tokenizer, tmp_path / "cache")
     assert tokenizer.decode(stream[:-1].tolist()) == "the company's shares fell 1 % / year"
 

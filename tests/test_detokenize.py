@@ -74,7 +74,7 @@ def test_lm1b(text, expected):
     [
         ("  \N{LEFT DOUBLE QUOTATION MARK}Hello,\N{RIGHT DOUBLE QUOTATION MARK} she said.  ", '\n"Hello," she said.'),
         ("plain text\n", "\nplain text"),
-        ("it 's \"fine\"", "\nit 's \"fine\""),  # only the quotes and the ends change
+        ('it \'s "fine"', '\nit \'s "fine"'),  # only the quotes and the ends change
     ],
 )
 def test_lambada(text, expected):

@@ -14,8 +14,12 @@ from radd_cli.inference import load_for_inference
 from tests.cli_helpers import assert_clean_error
 
 runner = CliRunner()
-TEXT = " ".join(f"The {a} sat on the {b}. It was {c}." for a in ("cat", "dog", "fox", "owl")
-                for b in ("mat", "rug", "log") for c in ("happy", "tired"))
+TEXT = " ".join(
+    f"The {a} sat on the {b}. It was {c}."
+    for a in ("cat", "dog", "fox", "owl")
+    for b in ("mat", "rug", "log")
+    for c in ("happy", "tired")
+)
 
 
 def run(*args):
@@ -25,8 +29,22 @@ def run(*args):
 def test_perplexity_of_a_local_file_matches_the_library(tmp_path, tiny_checkpoint):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
-    result = run("--model", tiny_checkpoint, "--dataset", corpus, "--mc-samples", 8, "--batch-size", 32,
-                 "--seed", 5, "--cache-dir", tmp_path / "cache", "--json", tmp_path / "ppl.json")
+    result = run(
+        "--model",
+        tiny_checkpoint,
+        "--dataset",
+        corpus,
+        "--mc-samples",
+        8,
+        "--batch-size",
+        32,
+        "--seed",
+        5,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--json",
+        tmp_path / "ppl.json",
+    )
     assert result.exit_code == 0, result.output
     assert "perplexity" in result.output and "95% interval" in result.output and "Monte-Carlo part" in result.output
     report = json.loads((tmp_path / "ppl.json").read_text())
@@ -43,18 +61,33 @@ def test_perplexity_of_a_local_file_matches_the_library(tmp_path, tiny_checkpoin
 
 def test_target_se_reports_the_draws_it_used(tmp_path, tiny_checkpoint):
     (tmp_path / "corpus.txt").write_text(TEXT)
-    result = run("--model", tiny_checkpoint, "--dataset", tmp_path / "corpus.txt", "--mc-samples", 256,
-                 "--target-se", 0.5, "--cache-dir", tmp_path / "cache", "--json", tmp_path / "r.json")
+    result = run(
+        "--model",
+        tiny_checkpoint,
+        "--dataset",
+        tmp_path / "corpus.txt",
+        "--mc-samples",
+        256,
+        "--target-se",
+        0.5,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["standard_error"] < 0.5 and report["draws_per_block"] < 256
 
 
-@pytest.mark.parametrize("content, message", [
-    ("The cat.", "fewer than one block of 16"),
-    ("", "holds no documents"),
-    (bytes(range(256)) * 4, "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("The cat.", "fewer than one block of 16"),
+        ("", "holds no documents"),
+        (bytes(range(256)) * 4, "is not UTF-8 text"),
+    ],
+)
 def test_short_empty_and_binary_files_are_clear_errors(tmp_path, tiny_checkpoint, content, message):
     path = tmp_path / "data.txt"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -70,20 +103,29 @@ def test_bad_eval_options_are_refused_before_any_work(tmp_path, tiny_checkpoint)
     assert_clean_error(run(*base, "--length", 0), "--length must be at least 1", 2)
     assert_clean_error(run(*base, "--json", tmp_path / "nowhere" / "r.json"), "does not exist", 2)
     (tmp_path / "rows.jsonl").write_text(json.dumps({"text": None}) + "\n")
-    assert_clean_error(run("--model", tiny_checkpoint, "--dataset", tmp_path / "rows.jsonl", "--cache-dir",
-                           tmp_path / "cache"), "has a `text` of None", 1)
+    assert_clean_error(
+        run("--model", tiny_checkpoint, "--dataset", tmp_path / "rows.jsonl", "--cache-dir", tmp_path / "cache"),
+        "has a `text` of None",
+        1,
+    )
     (tmp_path / "mixed").mkdir()
     (tmp_path / "mixed" / "a.txt").write_text(TEXT)
     (tmp_path / "mixed" / "b.jsonl").write_text(json.dumps({"input_ids": [1, 2, 3]}) + "\n")
-    assert_clean_error(run("--model", tiny_checkpoint, "--dataset", tmp_path / "mixed", "--cache-dir",
-                           tmp_path / "cache"), "mixes text files with pre-tokenized input_ids", 1)
+    assert_clean_error(
+        run("--model", tiny_checkpoint, "--dataset", tmp_path / "mixed", "--cache-dir", tmp_path / "cache"),
+        "mixes text files with pre-tokenized input_ids",
+        1,
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "give --model and --dataset"),
-    (["--samples", "s.jsonl"], "needs both --samples"),
-    (["--model", "m", "--samples", "s.jsonl", "--judge", "j"], "not both"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "give --model and --dataset"),
+        (["--samples", "s.jsonl"], "needs both --samples"),
+        (["--model", "m", "--samples", "s.jsonl", "--judge", "j"], "not both"),
+    ],
+)
 def test_missing_or_mixed_modes(args, message):
     assert_clean_error(run(*args), message, 2)
 
@@ -107,8 +149,13 @@ def judge(tmp_path):
 
 
 def test_generative_quality_reports_perplexity_with_entropy(tmp_path, tiny_checkpoint, judge):
-    assert runner.invoke(app, ["sample", "--model", str(tiny_checkpoint), "-n", 3, "--steps", 8,
-                               "--output", str(tmp_path / "s.jsonl")]).exit_code == 0
+    assert (
+        runner.invoke(
+            app,
+            ["sample", "--model", str(tiny_checkpoint), "-n", 3, "--steps", 8, "--output", str(tmp_path / "s.jsonl")],
+        ).exit_code
+        == 0
+    )
     result = run("--samples", tmp_path / "s.jsonl", "--judge", judge, "--json", tmp_path / "g.json")
     assert result.exit_code == 0, result.output
     assert "generative perplexity" in result.output and "unigram entropy" in result.output
@@ -116,6 +163,7 @@ def test_generative_quality_reports_perplexity_with_entropy(tmp_path, tiny_check
     assert len(report["perplexity"]) == len(report["entropy"]) == 3 and set(report["distinct"]) == {"1", "2", "3", "4"}
     ids = [json.loads(line)["token_ids"] for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     from radd_cli.generative import unigram_entropy
+
     assert report["entropy"] == pytest.approx([unigram_entropy(row) for row in ids])  # the sampler's own tokens
 
 
@@ -135,14 +183,42 @@ def test_two_processes_share_the_blocks_and_count_each_once(tmp_path, tiny_check
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
-    common = ["eval", "--model", str(tiny_checkpoint), "--dataset", str(corpus), "--loss", "ar_forward",
-              "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    common = [
+        "eval",
+        "--model",
+        str(tiny_checkpoint),
+        "--dataset",
+        str(corpus),
+        "--loss",
+        "ar_forward",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--device",
+        "cpu",
+    ]
     single = runner.invoke(app, [*common, "--json", str(tmp_path / "one.json")])
     assert single.exit_code == 0, single.output
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(30500 + os.getpid() % 1000), "-m", "radd_cli", *common, "--json", str(tmp_path / "two.json")]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(30500 + os.getpid() % 1000),
+        "-m",
+        "radd_cli",
+        *common,
+        "--json",
+        str(tmp_path / "two.json"),
+    ]
+    finished = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert two["num_blocks"] == one["num_blocks"] and two["total_draws"] == one["total_draws"] == one["num_blocks"]

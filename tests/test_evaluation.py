@@ -43,8 +43,10 @@ def test_deterministic_objective_equals_the_direct_computation(tiny_model):
 
 def test_objectives_agree_within_their_intervals_and_with_a_direct_estimate(tiny_model):
     blocks = np.random.default_rng(1).integers(0, 16, size=(6, 8))
-    reports = {loss: evaluate_perplexity(tiny_model, LOGLINEAR, blocks, loss=loss, mc_samples=400, batch_size=600)
-               for loss in ("lambda_DCE", "t_DCE", "k_DCE")}
+    reports = {
+        loss: evaluate_perplexity(tiny_model, LOGLINEAR, blocks, loss=loss, mc_samples=400, batch_size=600)
+        for loss in ("lambda_DCE", "t_DCE", "k_DCE")
+    }
     for a in reports.values():
         for b in reports.values():
             half = lambda r: (r.nll_interval[1] - r.nll_interval[0]) / 2

@@ -23,12 +23,26 @@ def rows_of(path):
 def test_prefix_and_suffix_tokens_are_kept(tmp_path, tiny_checkpoint):
     tokenizer = load_tokenizer(str(tiny_checkpoint))
     prefix, suffix = tokenizer.encode("The cat"), tokenizer.encode(" It was happy.")
-    result = run("--model", tiny_checkpoint, "--prefix", "The cat", "--suffix", " It was happy.", "--length", 14,
-                 "-n", 5, "--steps", 10, "--output", tmp_path / "i.jsonl")
+    result = run(
+        "--model",
+        tiny_checkpoint,
+        "--prefix",
+        "The cat",
+        "--suffix",
+        " It was happy.",
+        "--length",
+        14,
+        "-n",
+        5,
+        "--steps",
+        10,
+        "--output",
+        tmp_path / "i.jsonl",
+    )
     assert result.exit_code == 0, result.output
     for row in rows_of(tmp_path / "i.jsonl"):
         ids = row["token_ids"]
-        assert len(ids) == 14 and ids[: len(prefix)] == prefix and ids[14 - len(suffix):] == suffix
+        assert len(ids) == 14 and ids[: len(prefix)] == prefix and ids[14 - len(suffix) :] == suffix
         assert [span["generated"] for span in row["spans"]] == [False, True, False]
         assert "".join(span["text"] for span in row["spans"]) == tokenizer.decode(ids)
     only_prefix = run("--model", tiny_checkpoint, "--prefix", "The dog", "-n", 2, "--output", tmp_path / "p.jsonl")
@@ -38,11 +52,26 @@ def test_prefix_and_suffix_tokens_are_kept(tmp_path, tiny_checkpoint):
 
 def test_multi_span_template_keeps_every_fixed_token(tmp_path, tiny_checkpoint):
     tokenizer = load_tokenizer(str(tiny_checkpoint))
-    result = run("--model", tiny_checkpoint, "--template", "The [MASK:2] sat on [MASK:3]. [[ok]]",
-                 "-n", 4, "--method", "ordered", "--output", tmp_path / "t.jsonl")
+    result = run(
+        "--model",
+        tiny_checkpoint,
+        "--template",
+        "The [MASK:2] sat on [MASK:3]. [[ok]]",
+        "-n",
+        4,
+        "--method",
+        "ordered",
+        "--output",
+        tmp_path / "t.jsonl",
+    )
     assert result.exit_code == 0, result.output
-    pieces = [tokenizer.encode("The "), [None] * 2, tokenizer.encode(" sat on "), [None] * 3,
-              tokenizer.encode(". [ok]")]
+    pieces = [
+        tokenizer.encode("The "),
+        [None] * 2,
+        tokenizer.encode(" sat on "),
+        [None] * 3,
+        tokenizer.encode(". [ok]"),
+    ]
     expected = [token for piece in pieces for token in piece]
     for row in rows_of(tmp_path / "t.jsonl"):
         assert len(row["token_ids"]) == len(expected) and row["nfe"] == 5
@@ -50,14 +79,19 @@ def test_multi_span_template_keeps_every_fixed_token(tmp_path, tiny_checkpoint):
         assert [s["generated"] for s in row["spans"]] == [False, True, False, True, False]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--prefix", "The cat sat on the mat.", "--suffix", "It was happy.", "--length", 8],
-     "prefix (9 tokens) + suffix (4 tokens) = 13 tokens leave no free position in --length 8"),
-    (["--template", "no free position here"], "no free position"),
-    (["--template", "The [MASK] sat"], "[MASK:n]"),
-    (["--template", "a [MASK:2]", "--prefix", "b"], "not both"),
-    (["--template", "a [MASK:40]"], "the model's length is 16"),
-    (["--length", 8], "--prefix"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--prefix", "The cat sat on the mat.", "--suffix", "It was happy.", "--length", 8],
+            "prefix (9 tokens) + suffix (4 tokens) = 13 tokens leave no free position in --length 8",
+        ),
+        (["--template", "no free position here"], "no free position"),
+        (["--template", "The [MASK] sat"], "[MASK:n]"),
+        (["--template", "a [MASK:2]", "--prefix", "b"], "not both"),
+        (["--template", "a [MASK:40]"], "the model's length is 16"),
+        (["--length", 8], "--prefix"),
+    ],
+)
 def test_bad_templates_are_one_line_errors(tiny_checkpoint, args, message):
     assert_clean_error(run("--model", tiny_checkpoint, *args), message)

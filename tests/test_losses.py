@@ -16,8 +16,9 @@ def test_monte_carlo_objectives_are_unbiased_for_the_true_conditionals(oracle, n
     x = oracle.sequences[PICKED]
     batch = x.repeat(2000, 1)  # copies interleaved, so the stratified draws cover each x
     generator = torch.Generator().manual_seed(0)
-    draws = torch.cat([LOSSES[name](oracle, batch, get_schedule(schedule_name), generator=generator)
-                       for _ in range(5)]).view(-1, len(PICKED))  # (draws, x)
+    draws = torch.cat(
+        [LOSSES[name](oracle, batch, get_schedule(schedule_name), generator=generator) for _ in range(5)]
+    ).view(-1, len(PICKED))  # (draws, x)
     mean, standard_error = draws.mean(0), draws.std(0) / draws.shape[0] ** 0.5
     z = (mean - oracle.neg_log_prob(x)) / standard_error
     assert z.abs().max() < 4, f"{name}: z-scores {z.tolist()}"
@@ -27,8 +28,9 @@ def test_monte_carlo_objectives_are_unbiased_for_the_true_conditionals(oracle, n
 def test_a_wrong_model_is_detected_by_the_same_check(oracle):
     wrong = ExactConditionals(vocab_size=3, length=4, seed=1)
     x = oracle.sequences[PICKED]
-    draws = torch.cat([LOSSES["k_DCE"](wrong, x.repeat(2000, 1), None, generator=torch.Generator().manual_seed(0))
-                       for _ in range(5)]).view(-1, len(PICKED))
+    draws = torch.cat(
+        [LOSSES["k_DCE"](wrong, x.repeat(2000, 1), None, generator=torch.Generator().manual_seed(0)) for _ in range(5)]
+    ).view(-1, len(PICKED))
     z = (draws.mean(0) - oracle.neg_log_prob(x)) / (draws.std(0) / draws.shape[0] ** 0.5)
     assert z.abs().max() > 10
 

@@ -9,18 +9,34 @@ from safetensors.torch import save_file
 from radd_cli.errors import CheckpointError, ConfigError
 from radd_cli.model import RADD, ModelConfig
 from radd_cli.pretrained import parameter_order
-from tests.conftest import TINY, randomized
+from tests.conftest import TINY
 
 
 def spec_keys(n_blocks: int) -> list[str]:
     """The state-dict keys of SPEC §3, in order."""
     keys = ["vocab_embed.embedding", "rotary_emb.inv_freq"]
     for i in range(n_blocks):
-        keys += [f"blocks.{i}.{name}" for name in (
-            "norm1.weight", "norm1.bias", "attn_qkv.weight", "attn_out.weight", "norm2.weight", "norm2.bias",
-            "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias")]
-    return keys + ["output_layer.norm_final.weight", "output_layer.norm_final.bias",
-                   "output_layer.linear.weight", "output_layer.linear.bias"]
+        keys += [
+            f"blocks.{i}.{name}"
+            for name in (
+                "norm1.weight",
+                "norm1.bias",
+                "attn_qkv.weight",
+                "attn_out.weight",
+                "norm2.weight",
+                "norm2.bias",
+                "mlp.0.weight",
+                "mlp.0.bias",
+                "mlp.2.weight",
+                "mlp.2.bias",
+            )
+        ]
+    return keys + [
+        "output_layer.norm_final.weight",
+        "output_layer.norm_final.bias",
+        "output_layer.linear.weight",
+        "output_layer.linear.bias",
+    ]
 
 
 def test_state_dict_keys_shapes_and_parameter_order_match_the_published_model():
@@ -66,8 +82,12 @@ def test_initialisation_quirks():
 
 def reference_forward(state: dict, tokens: torch.Tensor, n_heads: int) -> torch.Tensor:
     """SPEC §3 written out literally and independently of radd_cli.model."""
+
     def norm(x, prefix):
-        return torch.nn.functional.layer_norm(x, x.shape[-1:], eps=1e-5) * state[prefix + ".weight"] + state[prefix + ".bias"]
+        return (
+            torch.nn.functional.layer_norm(x, x.shape[-1:], eps=1e-5) * state[prefix + ".weight"]
+            + state[prefix + ".bias"]
+        )
 
     x = state["vocab_embed.embedding"][tokens]
     batch, length, d = x.shape
@@ -78,7 +98,7 @@ def reference_forward(state: dict, tokens: torch.Tensor, n_heads: int) -> torch.
     cos, sin = emb.cos()[None, :, None, :], emb.sin()[None, :, None, :]
 
     def rotate(t):
-        t1, t2 = t[..., : hd // 2], t[..., hd // 2:]
+        t1, t2 = t[..., : hd // 2], t[..., hd // 2 :]
         return t * cos + torch.cat((-t2, t1), -1) * sin
 
     i = 0
@@ -93,7 +113,9 @@ def reference_forward(state: dict, tokens: torch.Tensor, n_heads: int) -> torch.
         h = torch.nn.functional.gelu(h, approximate="tanh")
         x = x + h @ state[p + "mlp.2.weight"].T + state[p + "mlp.2.bias"]
         i += 1
-    logits = norm(x, "output_layer.norm_final") @ state["output_layer.linear.weight"].T + state["output_layer.linear.bias"]
+    logits = (
+        norm(x, "output_layer.norm_final") @ state["output_layer.linear.weight"].T + state["output_layer.linear.bias"]
+    )
     return logits[..., :-1].log_softmax(-1)
 
 
@@ -154,14 +176,25 @@ def test_save_and_load_round_trip_exactly(tmp_path, tiny_model):
 def published_config(config: ModelConfig) -> dict:
     """A config.json in the published layout: the whole training config tree."""
     return {
-        "ngpus": 8, "tokens": config.vocab_size,
+        "ngpus": 8,
+        "tokens": config.vocab_size,
         "training": {"batch_size": 512, "n_iters": 400001, "ema": 0.9999, "loss_type": "t_DCE"},
         "data": {"train": "openwebtext", "valid": "wikitext103", "cache_dir": "data"},
         "noise": {"type": "loglinear", "sigma_min": 1e-4, "sigma_max": 20},
         "sampling": {"predictor": "analytic", "steps": 128},
-        "model": {"name": "small", "type": "ddit", "hidden_size": config.hidden_size, "cond_dim": 128,
-                  "length": config.length, "n_blocks": config.n_blocks, "n_heads": config.n_heads,
-                  "scale_by_sigma": False, "dropout": 0.1, "dtype": "float16", "use_checkpoint": False},
+        "model": {
+            "name": "small",
+            "type": "ddit",
+            "hidden_size": config.hidden_size,
+            "cond_dim": 128,
+            "length": config.length,
+            "n_blocks": config.n_blocks,
+            "n_heads": config.n_heads,
+            "scale_by_sigma": False,
+            "dropout": 0.1,
+            "dtype": "float16",
+            "use_checkpoint": False,
+        },
         "optim": {"lr": 3e-4, "warmup": 2500, "grad_clip": 1.0},
     }
 

@@ -31,8 +31,14 @@ def test_published_setups_match_the_paper():
         recipe = load_recipe(name)
         assert (recipe.model.hidden_size, recipe.model.n_blocks, recipe.model.length) == (width, blocks, 1024)
         training = recipe.training
-        assert (training.batch_size, training.lr, training.warmup_steps, training.grad_clip, training.ema,
-                training.weight_decay) == (512, 3e-4, 2500, 1.0, 0.9999, 0.0)
+        assert (
+            training.batch_size,
+            training.lr,
+            training.warmup_steps,
+            training.grad_clip,
+            training.ema,
+            training.weight_decay,
+        ) == (512, 3e-4, 2500, 1.0, 0.9999, 0.0)
         assert recipe.data.train == "openwebtext" and recipe.tokenizer.name == "gpt2"
 
 
@@ -43,7 +49,9 @@ def write(tmp_path, text):
 
 
 def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 [model]
 widht = 3
 [training]
@@ -54,21 +62,35 @@ loss_type = "mse"
 method = "ancestral"
 [optimiser]
 lr = 1
-""")
+""",
+    )
     with pytest.raises(ConfigError) as caught:
         load_recipe(path)
     problems = caught.value.problems
     assert len(problems) == 6, problems
-    expected = ["model.widht: unknown key", "training.lr: expected float, got str 'fast'",
-                "training.batch_size: must be at least 1, got 0", "training.loss_type: 'mse' is not one of",
-                "sampling.method: 'ancestral' is not one of", "optimiser: unknown key"]
+    expected = [
+        "model.widht: unknown key",
+        "training.lr: expected float, got str 'fast'",
+        "training.batch_size: must be at least 1, got 0",
+        "training.loss_type: 'mse' is not one of",
+        "sampling.method: 'ancestral' is not one of",
+        "optimiser: unknown key",
+    ]
     for fragment in expected:
         assert any(fragment in problem for problem in problems), fragment
 
 
 def test_overrides_use_toml_values_and_are_validated(tmp_path):
-    recipe = load_recipe("small_radd", ["training.loss_type=t_DCE", "model.n_blocks=6", "training.lr=1e-4",
-                                        "logging.trackers=['tensorboard']", "data.train=/data/my notes.txt"])
+    recipe = load_recipe(
+        "small_radd",
+        [
+            "training.loss_type=t_DCE",
+            "model.n_blocks=6",
+            "training.lr=1e-4",
+            "logging.trackers=['tensorboard']",
+            "data.train=/data/my notes.txt",
+        ],
+    )
     assert recipe.training.loss_type == "t_DCE" and recipe.model.n_blocks == 6 and recipe.training.lr == 1e-4
     assert recipe.logging.trackers == ("tensorboard",) and recipe.data.train == "/data/my notes.txt"
     with pytest.raises(ConfigError, match="3 problems.*must look like.*model.n_layers: unknown key.*expected int"):
@@ -102,8 +124,9 @@ def test_recipes_command_lists_prints_and_copies(tmp_path):
 
 
 def test_train_rejects_a_bad_recipe_before_any_work(tmp_path):
-    result = runner.invoke(app, ["train", "--recipe", "tiny", "training.lr=-1", "model.dropout=2",
-                                 "--run-dir", str(tmp_path / "run")])
+    result = runner.invoke(
+        app, ["train", "--recipe", "tiny", "training.lr=-1", "model.dropout=2", "--run-dir", str(tmp_path / "run")]
+    )
     assert result.exit_code == 2
     assert "training.lr: must be greater than 0.0" in result.output and "model.dropout" in result.output
     assert not (tmp_path / "run").exists()

@@ -38,19 +38,44 @@ def test_sample_prints_samples_and_a_summary_and_writes_jsonl(tmp_path, tiny_che
 
 def test_same_seed_same_samples_whatever_the_batch_size(tmp_path, tiny_checkpoint):
     for batch in (1, 4):
-        assert run("--model", tiny_checkpoint, "-n", 4, "--batch-size", batch, "--seed", 7, "--steps", 16,
-                   "--output", tmp_path / f"b{batch}.jsonl").exit_code == 0
+        assert (
+            run(
+                "--model",
+                tiny_checkpoint,
+                "-n",
+                4,
+                "--batch-size",
+                batch,
+                "--seed",
+                7,
+                "--steps",
+                16,
+                "--output",
+                tmp_path / f"b{batch}.jsonl",
+            ).exit_code
+            == 0
+        )
     one, four = read_jsonl(tmp_path / "b1.jsonl"), read_jsonl(tmp_path / "b4.jsonl")
     assert [r["token_ids"] for r in one] == [r["token_ids"] for r in four]
-    assert run("--model", tiny_checkpoint, "-n", 1, "--seed", 9, "--steps", 16, "--output", tmp_path / "alone.jsonl").exit_code == 0
+    assert (
+        run(
+            "--model", tiny_checkpoint, "-n", 1, "--seed", 9, "--steps", 16, "--output", tmp_path / "alone.jsonl"
+        ).exit_code
+        == 0
+    )
     assert read_jsonl(tmp_path / "alone.jsonl")[0]["token_ids"] == one[2]["token_ids"]  # seed 7 + 2
 
 
 def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
     (tmp_path / "order.txt").write_text(" ".join(map(str, reversed(range(16)))))
-    for extra in (["--method", "ordered"], ["--method", "ordered", "--order", "backward"],
-                  ["--method", "ordered", "--order", "random"], ["--method", "ordered", "--order", tmp_path / "order.txt"],
-                  ["--method", "euler", "--top-k", 5], ["--top-p", 0.9, "--temperature", 0.7]):
+    for extra in (
+        ["--method", "ordered"],
+        ["--method", "ordered", "--order", "backward"],
+        ["--method", "ordered", "--order", "random"],
+        ["--method", "ordered", "--order", tmp_path / "order.txt"],
+        ["--method", "euler", "--top-k", 5],
+        ["--top-p", 0.9, "--temperature", 0.7],
+    ):
         result = run("--model", tiny_checkpoint, "-n", 2, "--steps", 8, *extra, "--output", tmp_path / "o.jsonl")
         assert result.exit_code == 0, (extra, result.output)
         if "ordered" in extra:
@@ -59,21 +84,24 @@ def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
     assert result.exit_code == 0 and all(row["nfe"] == 8 for row in read_jsonl(tmp_path / "n.jsonl"))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--top-p", 0], "top_p must be in (0, 1]"),
-    (["--top-p", 1.5], "top_p must be in (0, 1]"),
-    (["--top-k", 0], "top_k must be at least 1"),
-    (["--steps", 0], "steps must be at least 1"),
-    (["--top-p", 0.5, "--top-k", 3], "not both"),
-    (["--strategy", "top_p"], "top_p must be in (0, 1]"),
-    (["--length", 64], "longer than the model's training length 16"),
-    (["--method", "ordered", "--order", "sideways"], "is not forward, backward, random"),
-    (["--output", "samples.csv"], "use a .txt or .jsonl file"),
-    (["--device", "cuda:0"], "asked for a GPU"),
-    (["--dtype", "bf16"], "needs a GPU"),
-    (["--length", 0], "--length must be at least 1"),
-    (["--output", "nowhere/s.jsonl"], "the folder nowhere does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--top-p", 0], "top_p must be in (0, 1]"),
+        (["--top-p", 1.5], "top_p must be in (0, 1]"),
+        (["--top-k", 0], "top_k must be at least 1"),
+        (["--steps", 0], "steps must be at least 1"),
+        (["--top-p", 0.5, "--top-k", 3], "not both"),
+        (["--strategy", "top_p"], "top_p must be in (0, 1]"),
+        (["--length", 64], "longer than the model's training length 16"),
+        (["--method", "ordered", "--order", "sideways"], "is not forward, backward, random"),
+        (["--output", "samples.csv"], "use a .txt or .jsonl file"),
+        (["--device", "cuda:0"], "asked for a GPU"),
+        (["--dtype", "bf16"], "needs a GPU"),
+        (["--length", 0], "--length must be at least 1"),
+        (["--output", "nowhere/s.jsonl"], "the folder nowhere does not exist"),
+    ],
+)
 def test_bad_options_are_one_line_errors(tiny_checkpoint, args, message):
     assert_clean_error(run("--model", tiny_checkpoint, *args), message)
 
@@ -81,8 +109,10 @@ def test_bad_options_are_one_line_errors(tiny_checkpoint, args, message):
 @pytest.mark.parametrize("content", ['["a", "b"]', "[[0, 1], [2]]", "[0.5, 1]"])
 def test_bad_order_files(tmp_path, tiny_checkpoint, content):
     (tmp_path / "order.json").write_text(content)
-    assert_clean_error(run("--model", tiny_checkpoint, "--method", "ordered", "--order", tmp_path / "order.json"),
-                       "expected whole-number positions")
+    assert_clean_error(
+        run("--model", tiny_checkpoint, "--method", "ordered", "--order", tmp_path / "order.json"),
+        "expected whole-number positions",
+    )
 
 
 def test_missing_model_and_mismatched_tokenizer(tmp_path, tiny_checkpoint):
@@ -95,5 +125,6 @@ def test_missing_model_and_mismatched_tokenizer(tmp_path, tiny_checkpoint):
     (broken / "config.json").write_text(json.dumps(config))
     state = {k: (v[1:] if v.shape[0] == 301 else v) for k, v in model.state_dict().items()}
     from safetensors.torch import save_file
+
     save_file({k: v.contiguous() for k, v in state.items()}, broken / "model.safetensors")
     assert_clean_error(run("--model", broken), "the model has 299 tokens but its tokenizer", 1)

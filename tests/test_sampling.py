@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from radd_cli.errors import ConfigError
-from radd_cli.sampling import (Strategy, draw_categorical, expected_nfe, nfe_standard_deviation, sample,
-                               sample_all_positions)
+from radd_cli.sampling import (
+    Strategy,
+    draw_categorical,
+    expected_nfe,
+    nfe_standard_deviation,
+    sample,
+    sample_all_positions,
+)
 from radd_cli.schedule import get_schedule
 from tests.oracle import chi_square, chi_square_limit, expected_total_variation, total_variation
 
@@ -32,8 +38,16 @@ def assert_draws_from(oracle, tokens, probs, wrong=None):
 
 @pytest.mark.parametrize("order", [None, torch.tensor([2, 0, 3, 1])], ids=["forward", "custom"])
 def test_ordered_draws_from_p(oracle, order):
-    result = sample(oracle, LOGLINEAR, num_samples=DRAWS, length=4, steps=4, method="ordered", order=order,
-                    generator=torch.Generator().manual_seed(0))
+    result = sample(
+        oracle,
+        LOGLINEAR,
+        num_samples=DRAWS,
+        length=4,
+        steps=4,
+        method="ordered",
+        order=order,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert_draws_from(oracle, result.tokens, oracle.probs, wrong=oracle.product_of_marginals())
     assert result.nfe == 4
 
@@ -41,15 +55,23 @@ def test_ordered_draws_from_p(oracle, order):
 def test_ordered_with_a_random_order_per_sample(oracle):
     generator = torch.Generator().manual_seed(1)
     orders = torch.stack([torch.randperm(4, generator=generator) for _ in range(DRAWS)])
-    result = sample(oracle, LOGLINEAR, num_samples=DRAWS, length=4, steps=4, method="ordered", order=orders,
-                    generator=generator)
+    result = sample(
+        oracle, LOGLINEAR, num_samples=DRAWS, length=4, steps=4, method="ordered", order=orders, generator=generator
+    )
     assert_draws_from(oracle, result.tokens, oracle.probs)
 
 
 @pytest.mark.parametrize("method", ["tweedie", "euler"])
 def test_diffusion_with_many_steps_draws_from_p(oracle, method):
-    result = sample(oracle, LOGLINEAR, num_samples=DRAWS, length=4, steps=1000, method=method,
-                    generator=torch.Generator().manual_seed(2))
+    result = sample(
+        oracle,
+        LOGLINEAR,
+        num_samples=DRAWS,
+        length=4,
+        steps=1000,
+        method=method,
+        generator=torch.Generator().manual_seed(2),
+    )
     assert_draws_from(oracle, result.tokens, oracle.probs, wrong=oracle.product_of_marginals())
 
 
@@ -61,12 +83,27 @@ def test_one_step_draws_from_the_product_of_marginals(oracle):
 
 def test_template_keeps_fixed_tokens_and_draws_from_the_conditional(oracle):
     template = torch.tensor([oracle.mask_id, 1, oracle.mask_id, 0])
-    result = sample(oracle, LOGLINEAR, num_samples=DRAWS, length=4, steps=1000, template=template,
-                    generator=torch.Generator().manual_seed(4))
+    result = sample(
+        oracle,
+        LOGLINEAR,
+        num_samples=DRAWS,
+        length=4,
+        steps=1000,
+        template=template,
+        generator=torch.Generator().manual_seed(4),
+    )
     assert (result.tokens[:, [1, 3]] == torch.tensor([1, 0])).all()
     assert_draws_from(oracle, result.tokens, oracle.conditional(template))
-    ordered = sample(oracle, LOGLINEAR, num_samples=DRAWS, length=4, steps=4, method="ordered", template=template,
-                     generator=torch.Generator().manual_seed(5))
+    ordered = sample(
+        oracle,
+        LOGLINEAR,
+        num_samples=DRAWS,
+        length=4,
+        steps=4,
+        method="ordered",
+        template=template,
+        generator=torch.Generator().manual_seed(5),
+    )
     assert_draws_from(oracle, ordered.tokens, oracle.conditional(template))
     assert ordered.nfe == 2  # only the free positions cost a call
 
@@ -74,8 +111,9 @@ def test_template_keeps_fixed_tokens_and_draws_from_the_conditional(oracle):
 def test_fast_path_agrees_in_distribution_with_the_all_positions_sampler(oracle):
     # With 6 steps several tokens often unmask together, so neither is exact: both must still agree.
     fast = sample(oracle, LOGLINEAR, num_samples=DRAWS, length=4, steps=6, generator=torch.Generator().manual_seed(6))
-    slow = sample_all_positions(oracle, LOGLINEAR, num_samples=DRAWS, length=4, steps=6,
-                                generator=torch.Generator().manual_seed(7))
+    slow = sample_all_positions(
+        oracle, LOGLINEAR, num_samples=DRAWS, length=4, steps=6, generator=torch.Generator().manual_seed(7)
+    )
     fast_counts, slow_counts = counts_of(oracle, fast.tokens), counts_of(oracle, slow.tokens)
     table = torch.stack([fast_counts, slow_counts]).double()  # a 2 × 81 contingency table
     seen = table.sum(0) > 0
@@ -100,8 +138,15 @@ class Uniform(torch.nn.Module):
 
 def test_cached_evaluations_per_sequence_match_e_nfe():
     model, steps, length, count = Uniform(), 64, 32, 4000
-    result = sample(model, LOGLINEAR, num_samples=count, length=length, steps=steps, batch_size=500,
-                    generator=torch.Generator().manual_seed(8))
+    result = sample(
+        model,
+        LOGLINEAR,
+        num_samples=count,
+        length=length,
+        steps=steps,
+        batch_size=500,
+        generator=torch.Generator().manual_seed(8),
+    )
     measured = result.nfe_per_sample.double()
     standard_error = nfe_standard_deviation(LOGLINEAR, steps, length) / math.sqrt(count)
     assert measured.std() == pytest.approx(nfe_standard_deviation(LOGLINEAR, steps, length), rel=0.1)
@@ -109,8 +154,15 @@ def test_cached_evaluations_per_sequence_match_e_nfe():
     assert abs(expected - steps * (1 - (1 - 1 / steps) ** length)) < 0.01  # the paper's Eq. 3.4
     assert abs(measured.mean() - expected) < 4 * standard_error
     assert model.rows == measured.sum()  # NFE counts real network calls, row by row
-    uncached = sample(Uniform(), LOGLINEAR, num_samples=50, length=length, steps=steps, cache=False,
-                      generator=torch.Generator().manual_seed(9))
+    uncached = sample(
+        Uniform(),
+        LOGLINEAR,
+        num_samples=50,
+        length=length,
+        steps=steps,
+        cache=False,
+        generator=torch.Generator().manual_seed(9),
+    )
     assert uncached.nfe == steps
 
 
@@ -127,17 +179,28 @@ def test_samples_do_not_depend_on_the_batch_size(tiny_model):
     alone = sample(tiny_model, LOGLINEAR, num_samples=1, length=8, steps=16, seeds=[13])
     assert torch.equal(alone.tokens[0], one.tokens[2])
     again = sample(tiny_model, LOGLINEAR, num_samples=6, length=8, steps=16, generator=torch.Generator().manual_seed(0))
-    twice = sample(tiny_model, LOGLINEAR, num_samples=6, length=8, steps=16, batch_size=4,
-                   generator=torch.Generator().manual_seed(0))
+    twice = sample(
+        tiny_model,
+        LOGLINEAR,
+        num_samples=6,
+        length=8,
+        steps=16,
+        batch_size=4,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(again.tokens, twice.tokens)
 
 
 def test_strategies_on_hand_made_distributions():
     log_p = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
     assert torch.allclose(Strategy().probabilities(log_p), log_p.exp().double())
-    assert torch.allclose(Strategy("top_k", top_k=2).probabilities(log_p), torch.tensor([[0.625, 0.375, 0, 0]]).double())
+    assert torch.allclose(
+        Strategy("top_k", top_k=2).probabilities(log_p), torch.tensor([[0.625, 0.375, 0, 0]]).double()
+    )
     assert torch.allclose(Strategy("top_p", top_p=0.5).probabilities(log_p), torch.tensor([[1.0, 0, 0, 0]]).double())
-    assert torch.allclose(Strategy("top_p", top_p=0.7).probabilities(log_p), torch.tensor([[0.625, 0.375, 0, 0]]).double())
+    assert torch.allclose(
+        Strategy("top_p", top_p=0.7).probabilities(log_p), torch.tensor([[0.625, 0.375, 0, 0]]).double()
+    )
     assert torch.allclose(Strategy("top_p", top_p=1.0).probabilities(log_p), log_p.exp().double())
     cooled = Strategy(temperature=0.5).probabilities(log_p)
     squared = log_p.exp().double() ** 2
@@ -153,19 +216,22 @@ def test_categorical_draws_invert_the_float64_cdf():
     assert draw_categorical(probs, torch.tensor([0.9999999, 0.9999999])).tolist() == [2, 1]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(strategy="top_p", top_p=0.0), "top_p must be in \\(0, 1\\]"),
-    (dict(strategy="top_p", top_p=1.5), "top_p must be in \\(0, 1\\]"),
-    (dict(strategy="top_k", top_k=0), "top_k must be at least 1"),
-    (dict(top_k=3), "use strategy 'top_k'"),
-    (dict(temperature=0.0), "temperature must be > 0"),
-    (dict(steps=0), "steps must be at least 1"),
-    (dict(method="ancestral"), "unknown method 'ancestral'"),
-    (dict(template=torch.tensor([1, 2, 0, 1])), "no free position"),
-    (dict(template=torch.tensor([3, 3])), "must be \\(4,\\)"),
-    (dict(method="ordered", order=torch.tensor([0, 0, 1, 2])), "permutation"),
-    (dict(seeds=[1, 2]), "2 seeds for 3 samples"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(strategy="top_p", top_p=0.0), "top_p must be in \\(0, 1\\]"),
+        (dict(strategy="top_p", top_p=1.5), "top_p must be in \\(0, 1\\]"),
+        (dict(strategy="top_k", top_k=0), "top_k must be at least 1"),
+        (dict(top_k=3), "use strategy 'top_k'"),
+        (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(steps=0), "steps must be at least 1"),
+        (dict(method="ancestral"), "unknown method 'ancestral'"),
+        (dict(template=torch.tensor([1, 2, 0, 1])), "no free position"),
+        (dict(template=torch.tensor([3, 3])), "must be \\(4,\\)"),
+        (dict(method="ordered", order=torch.tensor([0, 0, 1, 2])), "permutation"),
+        (dict(seeds=[1, 2]), "2 seeds for 3 samples"),
+    ],
+)
 def test_bad_sampler_arguments_are_config_errors(oracle, kwargs, message):
     arguments = dict(num_samples=3, length=4, steps=4) | kwargs
     with pytest.raises(ConfigError, match=message):

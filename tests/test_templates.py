@@ -47,7 +47,11 @@ def span(n: int) -> Segment:
 
 def test_parse_several_spans():
     assert parse_template("The [MASK:12] sat on the [MASK:3].") == [
-        text("The "), span(12), text(" sat on the "), span(3), text("."),
+        text("The "),
+        span(12),
+        text(" sat on the "),
+        span(3),
+        text("."),
     ]
 
 
@@ -194,7 +198,9 @@ def test_render_spans_round_trips_fixed_text(tokenizer):
     assert [flag for _, flag in pieces] == [True, False, True, False, True, False]
     assert [piece for piece, flag in pieces if not flag] == ["The ", " sat on the ", "."]
     assert [piece for piece, flag in pieces if flag] == [
-        tokenizer.decode(generated[:2]), tokenizer.decode(generated[2:5]), tokenizer.decode(generated[5:]),
+        tokenizer.decode(generated[:2]),
+        tokenizer.decode(generated[2:5]),
+        tokenizer.decode(generated[5:]),
     ]
     assert "".join(piece for piece, _ in pieces) == tokenizer.decode(drawn.tolist())
     assert infill.render(drawn, tokenizer) == pieces

@@ -28,11 +28,26 @@ from radd_cli.runtime import gpu_launch_command
 from radd_cli.trainer import Trainer, TrainingInterrupted, learning_rate_factor
 
 runner = CliRunner()
-SMALL = ["model.hidden_size=32", "model.n_heads=4", "model.n_blocks=2", "model.length=16", "model.dropout=0.1",
-         "tokenizer.vocab_size=300", "training.batch_size=8", "training.steps=6", "training.warmup_steps=2",
-         "training.lr=1e-3", "evaluation.every=0", "evaluation.batches=2", "evaluation.batch_size=8",
-         "sampling.every=0", "sampling.num_samples=2", "sampling.steps=8", "checkpoint.every=2",
-         "logging.every=1"]
+SMALL = [
+    "model.hidden_size=32",
+    "model.n_heads=4",
+    "model.n_blocks=2",
+    "model.length=16",
+    "model.dropout=0.1",
+    "tokenizer.vocab_size=300",
+    "training.batch_size=8",
+    "training.steps=6",
+    "training.warmup_steps=2",
+    "training.lr=1e-3",
+    "evaluation.every=0",
+    "evaluation.batches=2",
+    "evaluation.batch_size=8",
+    "sampling.every=0",
+    "sampling.num_samples=2",
+    "sampling.steps=8",
+    "checkpoint.every=2",
+    "logging.every=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +83,8 @@ def test_tiny_recipe_trains_end_to_end_and_its_final_model_loads(tmp_path, cache
     assert model.vocab_size == 300 and model.config.length == 16
     assert (run_dir / "final" / "tokenizer.json").is_file() and model.extras["tokenizer"] == str(run_dir / "final")
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_4", "step_6"] or sorted(
-        p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_4", "step_6"]
+        p.name for p in (run_dir / "checkpoints").iterdir()
+    ) == ["step_4", "step_6"]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "train/nats_per_token" in m] == [1, 2, 3, 4, 5, 6]
     assert "valid/nats_per_token" in metrics[-1] and math.isfinite(metrics[-1]["valid/nats_per_token"])
@@ -78,8 +94,9 @@ def test_tiny_recipe_trains_end_to_end_and_its_final_model_loads(tmp_path, cache
 
 def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, cache_dir):
     seen_straight, seen_resumed = [], []
-    straight, _ = train_in_process(tmp_path / "straight", cache_dir,
-                                   on_step=lambda state, idx: seen_straight.append((state.step, idx.tolist())))
+    straight, _ = train_in_process(
+        tmp_path / "straight", cache_dir, on_step=lambda state, idx: seen_straight.append((state.step, idx.tolist()))
+    )
 
     def interrupt_at_3(state, indices):
         seen_resumed.append((state.step, indices.tolist()))
@@ -90,19 +107,31 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, cach
         train_in_process(tmp_path / "resumed", cache_dir, on_step=interrupt_at_3)
     assert caught.value.exit_code == 128 + signal.SIGTERM
     assert (tmp_path / "resumed" / "checkpoints" / "step_4").is_dir()
-    resumed, result = train_in_process(tmp_path / "resumed", cache_dir,
-                                       on_step=lambda state, idx: seen_resumed.append((state.step, idx.tolist())))
+    resumed, result = train_in_process(
+        tmp_path / "resumed", cache_dir, on_step=lambda state, idx: seen_resumed.append((state.step, idx.tolist()))
+    )
     assert seen_resumed == seen_straight  # the same batches, in the same order, each seen once
     assert resumed.state.step == straight.state.step == 6 and result.steps == 6
     assert_same(weights(tmp_path / "resumed" / "final"), weights(tmp_path / "straight" / "final"))
-    assert_same(weights(tmp_path / "resumed" / "checkpoints" / "step_6"),
-                weights(tmp_path / "straight" / "checkpoints" / "step_6"))
+    assert_same(
+        weights(tmp_path / "resumed" / "checkpoints" / "step_6"),
+        weights(tmp_path / "straight" / "checkpoints" / "step_6"),
+    )
 
 
 def test_kill_9_at_any_moment_leaves_a_resumable_run(tmp_path, cache_dir):
     extra = ["training.steps=30", "checkpoint.every=1", "checkpoint.keep_last=2"]
-    command = [sys.executable, "-m", "radd_cli", "train", "--recipe", "tiny", *overrides(cache_dir, *extra),
-               "--run-dir", str(tmp_path / "killed")]
+    command = [
+        sys.executable,
+        "-m",
+        "radd_cli",
+        "train",
+        "--recipe",
+        "tiny",
+        *overrides(cache_dir, *extra),
+        "--run-dir",
+        str(tmp_path / "killed"),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (tmp_path / "killed" / "checkpoints" / "step_5").exists() and time.time() < deadline:
@@ -167,14 +196,17 @@ def test_a_tokenizer_from_an_unfinished_start_is_retrained_when_the_recipe_chang
 def test_a_single_text_file_is_split_by_paragraph(tmp_path, cache_dir):
     corpus = tmp_path / "notes.txt"
     corpus.write_text("\n\n".join(f"Paragraph {i}: the cat sat on the mat and looked at the dog." for i in range(60)))
-    _, result = train_in_process(tmp_path / "run", cache_dir, f"data.train={corpus}", f"data.valid={corpus}",
-                                 "training.steps=2")
+    _, result = train_in_process(
+        tmp_path / "run", cache_dir, f"data.train={corpus}", f"data.valid={corpus}", "training.steps=2"
+    )
     assert result.steps == 2 and math.isfinite(result.valid_loss)
 
 
 def test_learning_rate_schedules():
-    recipe = load_recipe("tiny", ["training.steps=110", "training.warmup_steps=10", "training.lr_schedule=cosine",
-                                  "training.min_lr_ratio=0.1"])
+    recipe = load_recipe(
+        "tiny",
+        ["training.steps=110", "training.warmup_steps=10", "training.lr_schedule=cosine", "training.min_lr_ratio=0.1"],
+    )
     factors = [learning_rate_factor(recipe.training, step) for step in range(110)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[60] == pytest.approx(0.1 + 0.9 * 0.5, abs=0.01) and factors[-1] == pytest.approx(0.1, abs=0.01)
@@ -184,7 +216,12 @@ def test_learning_rate_schedules():
 def test_gpus_relaunch_through_accelerate():
     command = gpu_launch_command(4, ["train", "--gpus", "4", "--recipe", "small_radd"])
     assert command[1:4] == ["-m", "accelerate.commands.launch", "--multi_gpu"]
-    assert command[command.index("--num_processes") + 1] == "4" and command[-4:] == ["radd_cli", "train", "--recipe", "small_radd"]
+    assert command[command.index("--num_processes") + 1] == "4" and command[-4:] == [
+        "radd_cli",
+        "train",
+        "--recipe",
+        "small_radd",
+    ]
 
 
 SYNC_SCRIPT = """
@@ -203,10 +240,25 @@ def test_two_gloo_processes_stay_in_sync(tmp_path, cache_dir):
     script = tmp_path / "train_script.py"
     script.write_text(SYNC_SCRIPT)
     run_dir = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(29500 + os.getpid() % 1000), str(script), str(run_dir), *overrides(cache_dir, "training.steps=4")]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(29500 + os.getpid() % 1000),
+        str(script),
+        str(run_dir),
+        *overrides(cache_dir, "training.steps=4"),
+    ]
+    finished = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     rank0, rank1 = (torch.load(run_dir / f"params_rank{r}.pt") for r in (0, 1))
     assert all(torch.equal(a, b) for a, b in zip(rank0["params"], rank1["params"]))
@@ -251,13 +303,31 @@ def test_a_known_markov_chain_is_learned_to_its_entropy_rate(tmp_path):
     word_tokenizer(tmp_path / "tokenizer")
     rate = -(transition[0] * np.log(transition[0])).sum()
     known = (math.log(3) + (length - 2) * rate) / length  # nats per token; EOS is certain
-    recipe = load_recipe("tiny", [
-        f"data.train={corpus}", f"data.valid={corpus}", f"tokenizer.name={tmp_path / 'tokenizer'}",
-        f"data.cache_dir={tmp_path / 'cache'}", "model.hidden_size=64", "model.n_heads=4", "model.n_blocks=2",
-        f"model.length={length}", "model.dropout=0.0", "training.batch_size=64", "training.steps=400",
-        "training.lr=3e-3", "training.warmup_steps=20", "training.ema=0.99", "evaluation.every=0",
-        "evaluation.batches=16", "evaluation.batch_size=64", "sampling.every=0", "checkpoint.every=1000",
-        "logging.every=100"])
+    recipe = load_recipe(
+        "tiny",
+        [
+            f"data.train={corpus}",
+            f"data.valid={corpus}",
+            f"tokenizer.name={tmp_path / 'tokenizer'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "model.hidden_size=64",
+            "model.n_heads=4",
+            "model.n_blocks=2",
+            f"model.length={length}",
+            "model.dropout=0.0",
+            "training.batch_size=64",
+            "training.steps=400",
+            "training.lr=3e-3",
+            "training.warmup_steps=20",
+            "training.ema=0.99",
+            "evaluation.every=0",
+            "evaluation.batches=16",
+            "evaluation.batch_size=64",
+            "sampling.every=0",
+            "checkpoint.every=1000",
+            "logging.every=100",
+        ],
+    )
     result = Trainer(recipe, tmp_path / "run", show_progress=False).run()
     # A context-free model cannot beat (15 · log 3) / 16 = 1.03 nats/token; the chain's value is 0.63.
     print(f"Markov chain: validation bound {result.valid_loss:.4f} nats/token, known {known:.4f}")

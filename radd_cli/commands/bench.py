@@ -10,8 +10,14 @@ import typer
 from rich.table import Table
 
 from radd_cli import benchmark
-from radd_cli.commands.options import (BatchSizeOption, DeviceOption, DtypeOption, JsonOption, check_length,
-                                       check_writable)
+from radd_cli.commands.options import (
+    BatchSizeOption,
+    DeviceOption,
+    DtypeOption,
+    JsonOption,
+    check_length,
+    check_writable,
+)
 from radd_cli.console import err, out
 from radd_cli.errors import ConfigError
 from radd_cli.inference import load_for_inference
@@ -40,7 +46,7 @@ def _steps_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--steps {text!r}: give step counts separated by commas, e.g. 64,256,1024") from None
+        raise ConfigError(f"--steps {text!r}: give step counts separated by commas, e.g. 64,256") from None
     if not values or min(values) < 1:
         raise ConfigError(f"--steps {text!r}: every step count must be at least 1")
     return values
@@ -64,14 +70,18 @@ def bench_sample(
     steps: Annotated[str, typer.Option("--steps", help="Step counts to sweep, comma-separated.")] = "64,256,1024",
     batch_size: BatchSizeOption = 16,
     length: LengthOption = None,
-    reference: Annotated[bool, typer.Option(
-        "--reference", help="Also time the all-positions-every-step sampler (the published code's way).")] = False,
+    reference: Annotated[
+        bool,
+        typer.Option("--reference", help="Also time the all-positions-every-step sampler (the published code's way)."),
+    ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     repeats: Annotated[int, typer.Option("--repeats", help="Time each setting this often; report the median.")] = 3,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
     json_path: JsonOption = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write NFE and time against steps to this PNG.")] = None,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", help="Write NFE and time against steps to this PNG.")
+    ] = None,
 ) -> None:
     """Sampling with the cache on and off: NFE measured vs E-NFE, time, tokens/s, speedups."""
     step_counts = _steps_list(steps)
@@ -80,28 +90,53 @@ def bench_sample(
     _check_outputs(length, json_path, plot)
     network, schedule, target, precision, label = _model(model, size, device, dtype)
     length = length if length is not None else network.config.length
-    rows = benchmark.bench_sample(network, schedule, steps_list=step_counts, batch_size=batch_size, length=length,
-                                  device=target, precision=precision, reference=reference, seed=seed,
-                                  repeats=repeats)
+    rows = benchmark.bench_sample(
+        network,
+        schedule,
+        steps_list=step_counts,
+        batch_size=batch_size,
+        length=length,
+        device=target,
+        precision=precision,
+        reference=reference,
+        seed=seed,
+        repeats=repeats,
+    )
     table = Table(title=f"radd bench sample: {label}, batch {batch_size} × {length} on {target}")
     for column in ("steps", "cache", "NFE/seq", "E-NFE", "seconds", "tokens/s", "peak GB"):
         table.add_column(column, justify="right")
     for row in rows:
         expected = f"{row.expected_nfe:.1f}" + (f" ± {row.expected_nfe_se:.1f}" if row.expected_nfe_se else "")
-        table.add_row(str(row.steps), row.cache, f"{row.nfe:.1f}", expected, f"{row.seconds:.3f}",
-                      f"{row.tokens_per_second:,.0f}", f"{row.peak_memory_gb:.2f}")
+        table.add_row(
+            str(row.steps),
+            row.cache,
+            f"{row.nfe:.1f}",
+            expected,
+            f"{row.seconds:.3f}",
+            f"{row.tokens_per_second:,.0f}",
+            f"{row.peak_memory_gb:.2f}",
+        )
     out.print(table)
     gains = benchmark.speedups(rows)
     for gain in gains:
-        line = (f"{gain['steps']} steps: the cache saves {gain['nfe_ratio']:.2f}× evaluations and "
-                f"{gain['wall_ratio']:.2f}× time ({100 * gain['wall_share_of_nfe_ratio']:.0f}% of the NFE ratio)")
+        line = (
+            f"{gain['steps']} steps: the cache saves {gain['nfe_ratio']:.2f}× evaluations and "
+            f"{gain['wall_ratio']:.2f}× time ({100 * gain['wall_share_of_nfe_ratio']:.0f}% of the NFE ratio)"
+        )
         if "vs_all_positions" in gain:
             line += f"; {gain['vs_all_positions']:.2f}× faster than the all-positions sampler"
         out.print(line)
-    payload = {"benchmark": "sample", "model": label, "batch_size": batch_size, "length": length, "seed": seed,
-               "repeats": repeats,
-               **benchmark.environment(target, precision, network), "rows": [vars(r) for r in rows],
-               "speedups": gains}
+    payload = {
+        "benchmark": "sample",
+        "model": label,
+        "batch_size": batch_size,
+        "length": length,
+        "seed": seed,
+        "repeats": repeats,
+        **benchmark.environment(target, precision, network),
+        "rows": [vars(r) for r in rows],
+        "speedups": gains,
+    }
     _write_json(json_path, payload)
     if plot is not None:
         _plot(rows, plot)
@@ -153,21 +188,47 @@ def bench_train(
     _check_outputs(length, json_path)
     network, schedule, target, precision, label = _model(model, size, device, dtype, attention)
     length = length if length is not None else network.config.length
-    result = benchmark.bench_train(network, schedule, batch_size=batch_size, length=length, steps=steps,
-                                   warmup=warmup, loss=loss, device=target, precision=precision, compile=compile)
+    result = benchmark.bench_train(
+        network,
+        schedule,
+        batch_size=batch_size,
+        length=length,
+        steps=steps,
+        warmup=warmup,
+        loss=loss,
+        device=target,
+        precision=precision,
+        compile=compile,
+    )
     if target.type == "cuda":
         result.peak_tflops = benchmark.matmul_peak_tflops(target)
         result.mfu = result.achieved_tflops / result.peak_tflops
-    table = Table(title=f"radd bench train: {label}, batch {batch_size} × {length}, {loss}, on {target}",
-                  show_header=False)
+    table = Table(
+        title=f"radd bench train: {label}, batch {batch_size} × {length}, {loss}, on {target}", show_header=False
+    )
     table.add_row("step", f"{result.step_seconds * 1e3:.1f} ms")
     table.add_row("throughput", f"{result.tokens_per_second:,.0f} tokens/s")
     table.add_row("peak memory", f"{result.peak_memory_gb:.2f} GB" + (" (process RSS)" if target.type == "cpu" else ""))
-    table.add_row("model FLOPs", f"{result.achieved_tflops:.2f} TFLOP/s" + (
-        f" = {100 * result.mfu:.1f}% of the measured bf16 peak {result.peak_tflops:.0f} TFLOP/s" if result.mfu else ""))
+    table.add_row(
+        "model FLOPs",
+        f"{result.achieved_tflops:.2f} TFLOP/s"
+        + (
+            f" = {100 * result.mfu:.1f}% of the measured bf16 peak {result.peak_tflops:.0f} TFLOP/s"
+            if result.mfu
+            else ""
+        ),
+    )
     out.print(table)
-    _write_json(json_path, {"benchmark": "train", "model": label, "compile": compile,
-                            **benchmark.environment(target, precision, network), **vars(result)})
+    _write_json(
+        json_path,
+        {
+            "benchmark": "train",
+            "model": label,
+            "compile": compile,
+            **benchmark.environment(target, precision, network),
+            **vars(result),
+        },
+    )
 
 
 def bench_eval(
@@ -187,12 +248,22 @@ def bench_eval(
     _check_outputs(length, json_path)
     network, schedule, target, precision, label = _model(model, size, device, dtype)
     length = length if length is not None else network.config.length
-    result = benchmark.bench_eval(network, schedule, batch_size=batch_size, length=length, batches=batches,
-                                  loss=loss, device=target, precision=precision)
+    result = benchmark.bench_eval(
+        network,
+        schedule,
+        batch_size=batch_size,
+        length=length,
+        batches=batches,
+        loss=loss,
+        device=target,
+        precision=precision,
+    )
     table = Table(title=f"radd bench eval: {label}, batch {batch_size} × {length} on {target}", show_header=False)
     table.add_row("forward", f"{result.forward_ms:.2f} ms per batch")
     table.add_row(f"{loss}", f"{result.tokens_per_second:,.0f} tokens/s")
     table.add_row("peak memory", f"{result.peak_memory_gb:.2f} GB")
     out.print(table)
-    _write_json(json_path, {"benchmark": "eval", "model": label, **benchmark.environment(target, precision, network),
-                            **vars(result)})
+    _write_json(
+        json_path,
+        {"benchmark": "eval", "model": label, **benchmark.environment(target, precision, network), **vars(result)},
+    )

@@ -15,7 +15,9 @@ from radd_cli.model import RADD
 def convert(
     source: Annotated[str, typer.Argument(help="A published-layout folder, a Hub repo id, or a training-run folder.")],
     destination: Annotated[Path, typer.Argument(help="Folder to write config.json + model.safetensors to.")],
-    no_ema: Annotated[bool, typer.Option("--no-ema", help="Training runs: use the raw weights, not the EMA ones.")] = False,
+    no_ema: Annotated[
+        bool, typer.Option("--no-ema", help="Training runs: use the raw weights, not the EMA ones.")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into DST even if it is not empty.")] = False,
 ) -> None:
     """Convert a published RADD model (or a training run of the published code) to radd's layout."""

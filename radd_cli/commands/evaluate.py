@@ -13,11 +13,18 @@ import typer
 from rich.table import Table
 
 from radd_cli import data
-from radd_cli.commands.options import (BatchSizeOption, DeviceOption, DtypeOption, JsonOption, SeedOption,
-                                       check_length, check_writable)
+from radd_cli.commands.options import (
+    BatchSizeOption,
+    DeviceOption,
+    DtypeOption,
+    JsonOption,
+    SeedOption,
+    check_length,
+    check_writable,
+)
 from radd_cli.console import err, out, progress_bar
 from radd_cli.errors import ConfigError, DataError
-from radd_cli.evaluation import PerplexityReport, evaluate_perplexity
+from radd_cli.evaluation import DEFAULT_MC_SAMPLES, PerplexityReport, evaluate_perplexity
 from radd_cli.inference import load_for_inference
 from radd_cli.losses import LOSSES
 from radd_cli.runtime import build_runtime, launched_as_one_of_many, relaunch_on_gpus
@@ -25,23 +32,35 @@ from radd_cli.runtime import build_runtime, launched_as_one_of_many, relaunch_on
 
 def evaluate(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model folder or Hub id to evaluate.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(
-        "--dataset", "-d", help=f"{', '.join(data.DATASETS)}, builtin, or a local file/folder.")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Default: test (openwebtext: validation; local: all).")] = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option("--dataset", "-d", help=f"{', '.join(data.DATASETS)}, builtin, or a local file/folder."),
+    ] = None,
+    split: Annotated[
+        Optional[str], typer.Option("--split", help="Default: test (openwebtext: validation; local: all).")
+    ] = None,
     length: Annotated[Optional[int], typer.Option("--length", help="Block length (default: the model's).")] = None,
     batch_size: BatchSizeOption = 16,
     loss: Annotated[str, typer.Option("--loss", help=f"One of {', '.join(LOSSES)}.")] = "lambda_DCE",
-    mc_samples: Annotated[int, typer.Option("--mc-samples", help="Monte-Carlo draws per block (published: 1024).")] = 1024,
-    target_se: Annotated[Optional[float], typer.Option(
-        "--target-se", help="Stop adding draws once the standard error of NLL/token is below this.")] = None,
+    mc_samples: Annotated[
+        int, typer.Option("--mc-samples", help="Monte-Carlo draws per block (published: 1024).")
+    ] = DEFAULT_MC_SAMPLES,
+    target_se: Annotated[
+        Optional[float],
+        typer.Option("--target-se", help="Stop adding draws once the standard error of NLL/token is below this."),
+    ] = None,
     seed: SeedOption = 0,
     json_path: JsonOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
     gpus: Annotated[int, typer.Option("--gpus", help="GPUs of this machine to shard the blocks over.")] = 1,
     cache_dir: Annotated[str, typer.Option("--cache-dir", help="Where tokenized data is cached.")] = "~/.cache/radd",
-    samples: Annotated[Optional[Path], typer.Option("--samples", help="A .jsonl from radd sample, for generative quality.")] = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", help="A causal LM (name or folder) that scores --samples.")] = None,
+    samples: Annotated[
+        Optional[Path], typer.Option("--samples", help="A .jsonl from radd sample, for generative quality.")
+    ] = None,
+    judge: Annotated[
+        Optional[str], typer.Option("--judge", help="A causal LM (name or folder) that scores --samples.")
+    ] = None,
 ) -> None:
     """Zero-shot perplexity of a model on a dataset, or generative perplexity and entropy of samples."""
     if samples is not None or judge is not None:
@@ -57,8 +76,21 @@ def evaluate(
     check_writable(json_path, "--json")
     if gpus > 1 and not launched_as_one_of_many():
         raise typer.Exit(relaunch_on_gpus(gpus, sys.argv[1:]))
-    _perplexity(model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device,
-                dtype, cache_dir)
+    _perplexity(
+        model,
+        dataset,
+        split,
+        length,
+        batch_size,
+        loss,
+        mc_samples,
+        target_se,
+        seed,
+        json_path,
+        device,
+        dtype,
+        cache_dir,
+    )
 
 
 def default_split(dataset: str) -> str:
@@ -68,8 +100,9 @@ def default_split(dataset: str) -> str:
     return "all"
 
 
-def _perplexity(model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device,
-                dtype, cache_dir) -> None:
+def _perplexity(
+    model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device, dtype, cache_dir
+) -> None:
     runtime = build_runtime(dtype, cpu=device == "cpu") if launched_as_one_of_many() else None
     loaded = load_for_inference(model, str(runtime.device) if runtime else device, dtype)
     split = split or default_split(dataset)
@@ -81,20 +114,39 @@ def _perplexity(model, dataset, split, length, batch_size, loss, mc_samples, tar
     with progress_bar(transient=True) as bar:
         task = bar.add_task("evaluating", total=None, visible=is_main)
         report = evaluate_perplexity(
-            loaded.model, loaded.schedule, blocks, loss=loss, mc_samples=mc_samples, batch_size=batch_size, seed=seed,
-            target_se=target_se, device=loaded.device, autocast=loaded.autocast,
-            rank=runtime.rank if runtime else 0, world_size=runtime.world_size if runtime else 1,
+            loaded.model,
+            loaded.schedule,
+            blocks,
+            loss=loss,
+            mc_samples=mc_samples,
+            batch_size=batch_size,
+            seed=seed,
+            target_se=target_se,
+            device=loaded.device,
+            autocast=loaded.autocast,
+            rank=runtime.rank if runtime else 0,
+            world_size=runtime.world_size if runtime else 1,
             all_reduce=runtime.sum if runtime else None,
-            progress=lambda done, total: bar.update(task, completed=done, total=total))
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     if not is_main:
         return
     _print_report(report, model, dataset, split)
     if dataset == "wikitext2" and split == "test":
         err.print("note: the published WikiText2 numbers were computed on --split train")
     if json_path is not None:
-        settings = {"model": model, "dataset": dataset, "split": split, "mc_samples": mc_samples, "seed": seed,
-                    "target_se": target_se, "batch_size": batch_size, "device": str(loaded.device),
-                    "precision": loaded.precision, "torch": torch.__version__}
+        settings = {
+            "model": model,
+            "dataset": dataset,
+            "split": split,
+            "mc_samples": mc_samples,
+            "seed": seed,
+            "target_se": target_se,
+            "batch_size": batch_size,
+            "device": str(loaded.device),
+            "precision": loaded.precision,
+            "torch": torch.__version__,
+        }
         json_path.write_text(json.dumps(settings | report.to_dict(), indent=2) + "\n")
 
 
@@ -102,10 +154,13 @@ def _print_report(report: PerplexityReport, model: str, dataset: str, split: str
     low, high = report.perplexity_interval
     table = Table(title=f"{model} on {dataset} ({split})", show_header=False)
     table.add_row("perplexity", f"{report.perplexity:.3f}  (95% interval {low:.3f} – {high:.3f})")
-    monte_carlo = ("n/a with one draw per block" if report.monte_carlo_error is None
-                   else f"± {report.monte_carlo_error:.4f}")
-    table.add_row("NLL per token", f"{report.nll_per_token:.4f} ± {report.standard_error:.4f} nats "
-                                   f"(Monte-Carlo part {monte_carlo})")
+    monte_carlo = (
+        "n/a with one draw per block" if report.monte_carlo_error is None else f"± {report.monte_carlo_error:.4f}"
+    )
+    table.add_row(
+        "NLL per token",
+        f"{report.nll_per_token:.4f} ± {report.standard_error:.4f} nats (Monte-Carlo part {monte_carlo})",
+    )
     table.add_row("bits per token", f"{report.bits_per_token:.4f}")
     table.add_row("objective", report.loss)
     table.add_row("data", f"{report.num_blocks} blocks × {report.length} = {report.num_tokens:,} tokens")
@@ -128,8 +183,10 @@ def _generative(samples: Path, judge: str, batch_size: int, device: str, json_pa
         table.add_row(str(i), f"{ppl:.2f}", f"{entropy:.3f}", str(count))
     out.print(table)
     distinct = ", ".join(f"distinct-{n} {value:.3f}" for n, value in report.distinct.items())
-    out.print(f"generative perplexity {report.token_weighted_perplexity:.3f} (token-weighted; mean of samples "
-              f"{report.mean_perplexity:.3f}) with unigram entropy {report.mean_entropy:.3f} nats; {distinct}")
+    out.print(
+        f"generative perplexity {report.token_weighted_perplexity:.3f} (token-weighted; mean of samples "
+        f"{report.mean_perplexity:.3f}) with unigram entropy {report.mean_entropy:.3f} nats; {distinct}"
+    )
     if json_path is not None:
         json_path.write_text(json.dumps({"samples": str(samples), "judge": judge} | report.to_dict(), indent=2) + "\n")
 
@@ -144,7 +201,9 @@ def read_samples(path: Path) -> tuple[list[str], list[list[int]] | None]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                raise DataError(f"{path} line {number} is not JSON; expected the .jsonl that radd sample writes") from None
+                raise DataError(
+                    f"{path} line {number} is not JSON; expected the .jsonl that radd sample writes"
+                ) from None
     if not rows or not all(isinstance(row, dict) and isinstance(row.get("text"), str) for row in rows):
         raise DataError(f"{path}: expected JSON lines with a `text` field, as radd sample --output FILE.jsonl writes")
     ids = [row.get("token_ids") for row in rows]

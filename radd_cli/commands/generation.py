@@ -37,8 +37,22 @@ class GenerationSettings:
         return [self.seed + i for i in range(self.num_samples)]
 
 
-def settings_from_options(loaded: LoadedModel, *, num_samples, batch_size, length, steps, method, order, strategy,
-                          top_p, top_k, temperature, no_cache, seed) -> GenerationSettings:
+def settings_from_options(
+    loaded: LoadedModel,
+    *,
+    num_samples,
+    batch_size,
+    length,
+    steps,
+    method,
+    order,
+    strategy,
+    top_p,
+    top_k,
+    temperature,
+    no_cache,
+    seed,
+) -> GenerationSettings:
     length = length if length is not None else loaded.model.config.length
     problems = []
     if length < 1:
@@ -55,8 +69,20 @@ def settings_from_options(loaded: LoadedModel, *, num_samples, batch_size, lengt
         strategy = "top_p" if top_p is not None else "top_k" if top_k is not None else "direct"
     if problems:
         raise ConfigError(problems)
-    return GenerationSettings(num_samples, batch_size, length, steps if steps is not None else length, method,
-                              order, strategy, top_p, top_k, temperature, not no_cache, seed)
+    return GenerationSettings(
+        num_samples,
+        batch_size,
+        length,
+        steps if steps is not None else length,
+        method,
+        order,
+        strategy,
+        top_p,
+        top_k,
+        temperature,
+        not no_cache,
+        seed,
+    )
 
 
 def positions_order(settings: GenerationSettings) -> torch.Tensor | None:
@@ -67,8 +93,12 @@ def positions_order(settings: GenerationSettings) -> torch.Tensor | None:
     if settings.order == "backward":
         return torch.arange(length - 1, -1, -1)
     if settings.order == "random":
-        return torch.stack([torch.randperm(length, generator=torch.Generator().manual_seed(seed + 1_000_003))
-                            for seed in settings.seeds])
+        return torch.stack(
+            [
+                torch.randperm(length, generator=torch.Generator().manual_seed(seed + 1_000_003))
+                for seed in settings.seeds
+            ]
+        )
     path = Path(settings.order)
     if not path.is_file():
         raise ConfigError(f"--order {settings.order!r} is not forward, backward, random, or a file of positions")
@@ -91,42 +121,75 @@ def generate(loaded: LoadedModel, settings: GenerationSettings, template: torch.
 
         started = time.perf_counter()
         with loaded.autocast():
-            result = sample(loaded.model, loaded.schedule, num_samples=settings.num_samples, length=settings.length,
-                            steps=settings.steps, method=settings.method, strategy=settings.strategy,
-                            top_p=settings.top_p, top_k=settings.top_k, temperature=settings.temperature,
-                            cache=settings.cache, template=template, order=positions_order(settings),
-                            seeds=settings.seeds, batch_size=settings.batch_size, device=loaded.device,
-                            progress=advance)
+            result = sample(
+                loaded.model,
+                loaded.schedule,
+                num_samples=settings.num_samples,
+                length=settings.length,
+                steps=settings.steps,
+                method=settings.method,
+                strategy=settings.strategy,
+                top_p=settings.top_p,
+                top_k=settings.top_k,
+                temperature=settings.temperature,
+                cache=settings.cache,
+                template=template,
+                order=positions_order(settings),
+                seeds=settings.seeds,
+                batch_size=settings.batch_size,
+                device=loaded.device,
+                progress=advance,
+            )
         if loaded.device.type == "cuda":
             torch.cuda.synchronize()
         return result, time.perf_counter() - started
 
 
-def print_summary(loaded: LoadedModel, settings: GenerationSettings, result: SampleResult, seconds: float,
-                  free_positions: int) -> None:
+def print_summary(
+    loaded: LoadedModel, settings: GenerationSettings, result: SampleResult, seconds: float, free_positions: int
+) -> None:
     """Samples, NFE per sequence measured vs expected, time and tokens/s, on stderr."""
-    expected = (free_positions if settings.method == "ordered" else
-                expected_nfe(loaded.schedule, settings.steps, free_positions, settings.method) if settings.cache
-                else settings.steps)
+    expected = (
+        free_positions
+        if settings.method == "ordered"
+        else expected_nfe(loaded.schedule, settings.steps, free_positions, settings.method)
+        if settings.cache
+        else settings.steps
+    )
     table = Table(show_header=False, box=None)
-    table.add_row("samples", f"{settings.num_samples} × {settings.length} tokens ({settings.method}, "
-                             f"{settings.steps if settings.method != 'ordered' else settings.length} steps)")
-    table.add_row("NFE per sequence", f"{result.nfe:.1f} measured, {expected:.1f} expected"
-                                      + ("" if settings.cache else " (cache off)"))
-    table.add_row("time", f"{seconds:.2f} s, {settings.num_samples * settings.length / seconds:,.0f} tokens/s "
-                          f"on {loaded.device} ({'fp32' if loaded.precision == 'no' else loaded.precision})")
+    table.add_row(
+        "samples",
+        f"{settings.num_samples} × {settings.length} tokens ({settings.method}, "
+        f"{settings.steps if settings.method != 'ordered' else settings.length} steps)",
+    )
+    table.add_row(
+        "NFE per sequence",
+        f"{result.nfe:.1f} measured, {expected:.1f} expected" + ("" if settings.cache else " (cache off)"),
+    )
+    table.add_row(
+        "time",
+        f"{seconds:.2f} s, {settings.num_samples * settings.length / seconds:,.0f} tokens/s "
+        f"on {loaded.device} ({'fp32' if loaded.precision == 'no' else loaded.precision})",
+    )
     err.print(table)
 
 
-def records(loaded: LoadedModel, settings: GenerationSettings, result: SampleResult, model: str,
-            extra: list[dict] | None = None) -> list[dict]:
+def records(
+    loaded: LoadedModel, settings: GenerationSettings, result: SampleResult, model: str, extra: list[dict] | None = None
+) -> list[dict]:
     """One JSON-ready record per sample: text, token ids, seed, NFE and the settings."""
     shared = {"model": model, **asdict(settings), "device": str(loaded.device), "precision": loaded.precision}
     rows = []
     for i, tokens in enumerate(result.tokens):
         ids = tokens.tolist()
-        row = {"index": i, "text": loaded.tokenizer.decode(ids), "token_ids": ids, "seed": settings.seeds[i],
-               "nfe": int(result.nfe_per_sample[i]), "settings": shared}
+        row = {
+            "index": i,
+            "text": loaded.tokenizer.decode(ids),
+            "token_ids": ids,
+            "seed": settings.seeds[i],
+            "nfe": int(result.nfe_per_sample[i]),
+            "settings": shared,
+        }
         rows.append(row | (extra[i] if extra else {}))
     return rows
 

@@ -9,9 +9,23 @@ from rich.markup import escape
 
 from radd_cli import templates
 from radd_cli.commands import generation
-from radd_cli.commands.options import (BatchSizeOption, DeviceOption, DtypeOption, MethodOption, ModelOption,
-                                       NoCacheOption, NumSamplesOption, OrderOption, OutputOption, SeedOption,
-                                       StepsOption, StrategyOption, TemperatureOption, TopKOption, TopPOption)
+from radd_cli.commands.options import (
+    BatchSizeOption,
+    DeviceOption,
+    DtypeOption,
+    MethodOption,
+    ModelOption,
+    NoCacheOption,
+    NumSamplesOption,
+    OrderOption,
+    OutputOption,
+    SeedOption,
+    StepsOption,
+    StrategyOption,
+    TemperatureOption,
+    TopKOption,
+    TopPOption,
+)
 from radd_cli.console import out
 from radd_cli.errors import ConfigError
 from radd_cli.inference import load_for_inference
@@ -22,8 +36,13 @@ def infill(
     prefix: Annotated[Optional[str], typer.Option("--prefix", help="Text the samples start with.")] = None,
     suffix: Annotated[Optional[str], typer.Option("--suffix", help="Text the samples end with.")] = None,
     length: Annotated[Optional[int], typer.Option("--length", help="Total tokens, with --prefix/--suffix.")] = None,
-    template: Annotated[Optional[str], typer.Option(
-        "--template", help='Text with free spans, e.g. "The [MASK:12] sat on the [MASK:3]." ([[ and ]] are literal brackets).')] = None,
+    template: Annotated[
+        Optional[str],
+        typer.Option(
+            "--template",
+            help='Text with free spans, e.g. "The [MASK:12] sat on the [MASK:3]." ([[ and ]] are literal brackets).',
+        ),
+    ] = None,
     num_samples: NumSamplesOption = 4,
     batch_size: BatchSizeOption = 16,
     steps: StepsOption = None,
@@ -54,18 +73,38 @@ def infill(
         filled = templates.prefix_suffix_template(prefix, suffix, length, loaded.tokenizer)
     templates.check_length(filled, loaded.model.config.length)
     settings = generation.settings_from_options(
-        loaded, num_samples=num_samples, batch_size=batch_size, length=filled.length, steps=steps, method=method,
-        order=order, strategy=strategy, top_p=top_p, top_k=top_k, temperature=temperature, no_cache=no_cache,
-        seed=seed)
+        loaded,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        length=filled.length,
+        steps=steps,
+        method=method,
+        order=order,
+        strategy=strategy,
+        top_p=top_p,
+        top_k=top_k,
+        temperature=temperature,
+        no_cache=no_cache,
+        seed=seed,
+    )
     result, seconds = generation.generate(loaded, settings, template=filled.tokens)
     spans = [filled.render(tokens, loaded.tokenizer) for tokens in result.tokens]
-    extra = [{"template": template, "prefix": prefix, "suffix": suffix,
-              "spans": [{"text": text, "generated": generated} for text, generated in pieces]} for pieces in spans]
+    extra = [
+        {
+            "template": template,
+            "prefix": prefix,
+            "suffix": suffix,
+            "spans": [{"text": text, "generated": generated} for text, generated in pieces],
+        }
+        for pieces in spans
+    ]
     rows = generation.records(loaded, settings, result, model, extra)
     for row, pieces in zip(rows, spans):
         out.rule(f"sample {row['index']} (seed {row['seed']})", style="dim")
-        out.print("".join(f"[bold green]{escape(text)}[/]" if generated else escape(text)
-                          for text, generated in pieces), highlight=False)
+        out.print(
+            "".join(f"[bold green]{escape(text)}[/]" if generated else escape(text) for text, generated in pieces),
+            highlight=False,
+        )
     generation.print_summary(loaded, settings, result, seconds, filled.num_free)
     if output is not None:
         generation.write_output(output, rows)

@@ -12,7 +12,8 @@ ModelOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 DtypeOption = Annotated[
-    str, typer.Option("--dtype", help="Trunk precision: auto (bf16 on GPUs that support it, fp32 on CPU), bf16, fp16, no.")
+    str,
+    typer.Option("--dtype", help="Trunk precision: auto (bf16 on GPUs that support it, fp32 on CPU), bf16, fp16, no."),
 ]
 JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed; sample i uses seed + i, whatever the batch.")]
@@ -26,16 +27,20 @@ OrderOption = Annotated[
     str, typer.Option("--order", help="For --method ordered: forward, backward, random, or a file of positions.")
 ]
 StrategyOption = Annotated[
-    Optional[str], typer.Option("--strategy", help="direct, top_p or top_k (default: from --top-p/--top-k, else direct).")
+    Optional[str],
+    typer.Option("--strategy", help="direct, top_p or top_k (default: from --top-p/--top-k, else direct)."),
 ]
-TopPOption = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: keep the top tokens of this mass.")]
+TopPOption = Annotated[
+    Optional[float], typer.Option("--top-p", help="Nucleus sampling: keep the top tokens of this mass.")
+]
 TopKOption = Annotated[Optional[int], typer.Option("--top-k", help="Keep only the k most likely tokens.")]
 TemperatureOption = Annotated[float, typer.Option("--temperature", help="Divide the log-probabilities by this.")]
 NoCacheOption = Annotated[
     bool, typer.Option("--no-cache", help="Call the network on every row at every step (the uncached baseline).")
 ]
 OutputOption = Annotated[
-    Optional[Path], typer.Option("--output", "-o", help="Write the samples to a .txt or .jsonl (text, ids, seed, NFE, settings).")
+    Optional[Path],
+    typer.Option("--output", "-o", help="Write the samples to a .txt or .jsonl (text, ids, seed, NFE, settings)."),
 ]
 
 

@@ -7,9 +7,23 @@ from typing import Annotated, Optional
 import typer
 
 from radd_cli.commands import generation
-from radd_cli.commands.options import (BatchSizeOption, DeviceOption, DtypeOption, MethodOption, ModelOption,
-                                       NoCacheOption, NumSamplesOption, OrderOption, OutputOption, SeedOption,
-                                       StepsOption, StrategyOption, TemperatureOption, TopKOption, TopPOption)
+from radd_cli.commands.options import (
+    BatchSizeOption,
+    DeviceOption,
+    DtypeOption,
+    MethodOption,
+    ModelOption,
+    NoCacheOption,
+    NumSamplesOption,
+    OrderOption,
+    OutputOption,
+    SeedOption,
+    StepsOption,
+    StrategyOption,
+    TemperatureOption,
+    TopKOption,
+    TopPOption,
+)
 from radd_cli.console import out
 from radd_cli.inference import load_for_inference
 
@@ -36,9 +50,20 @@ def sample(
     generation.check_output(output)
     loaded = load_for_inference(model, device, dtype)
     settings = generation.settings_from_options(
-        loaded, num_samples=num_samples, batch_size=batch_size, length=length, steps=steps, method=method,
-        order=order, strategy=strategy, top_p=top_p, top_k=top_k, temperature=temperature, no_cache=no_cache,
-        seed=seed)
+        loaded,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        length=length,
+        steps=steps,
+        method=method,
+        order=order,
+        strategy=strategy,
+        top_p=top_p,
+        top_k=top_k,
+        temperature=temperature,
+        no_cache=no_cache,
+        seed=seed,
+    )
     result, seconds = generation.generate(loaded, settings)
     rows = generation.records(loaded, settings, result, model)
     for row in rows:

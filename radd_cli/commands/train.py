@@ -17,11 +17,16 @@ def train(
     overrides: Annotated[
         Optional[list[str]], typer.Argument(help="Recipe overrides, e.g. training.lr=1e-4 model.n_blocks=6.")
     ] = None,
-    recipe: Annotated[str, typer.Option("--recipe", "-r", help="A shipped recipe name (`radd recipes`) or a TOML file.")] = "tiny",
+    recipe: Annotated[
+        str, typer.Option("--recipe", "-r", help="A shipped recipe name (`radd recipes`) or a TOML file.")
+    ] = "tiny",
     run_dir: Annotated[
-        Optional[Path], typer.Option("--run-dir", help="Run folder (default runs/<recipe name>); re-running resumes it.")
+        Optional[Path],
+        typer.Option("--run-dir", help="Run folder (default runs/<recipe name>); re-running resumes it."),
     ] = None,
-    gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs of this machine to train on (one process each).")] = 1,
+    gpus: Annotated[
+        int, typer.Option("--gpus", min=1, help="GPUs of this machine to train on (one process each).")
+    ] = 1,
 ) -> None:
     """Train a RADD model. Re-running the same command resumes from the last complete checkpoint."""
     from radd_cli.trainer import Trainer
