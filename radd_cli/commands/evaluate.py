@@ -43,7 +43,7 @@ def evaluate(
     batch_size: BatchSizeOption = 16,
     loss: Annotated[str, typer.Option("--loss", help=f"One of {', '.join(LOSSES)}.")] = "lambda_DCE",
     mc_samples: Annotated[
-        int, typer.Option("--mc-samples", help="Monte-Carlo draws per block (published: 1024).")
+        int, typer.Option("--mc-samples", help=f"Monte-Carlo draws per block (published: {DEFAULT_MC_SAMPLES}).")
     ] = DEFAULT_MC_SAMPLES,
     target_se: Annotated[
         Optional[float],

@@ -8,10 +8,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 from rich.table import Table
 
 from radd_cli.commands.options import check_writable
-from radd_cli.console import err, progress_bar
+from radd_cli.console import err, out, progress_bar
 from radd_cli.errors import ConfigError
 from radd_cli.inference import LoadedModel
 from radd_cli.sampling import SampleResult, expected_nfe, sample
@@ -192,6 +193,33 @@ def records(
         }
         rows.append(row | (extra[i] if extra else {}))
     return rows
+
+
+def report(
+    loaded: LoadedModel,
+    settings: GenerationSettings,
+    result: SampleResult,
+    seconds: float,
+    model: str,
+    output: Path | None,
+    *,
+    free_positions: int,
+    pieces: list[list[tuple[str, bool]]] | None = None,
+    extra: list[dict] | None = None,
+) -> None:
+    """Print each sample (generated `pieces` highlighted when given), the summary, and write --output."""
+    rows = records(loaded, settings, result, model, extra)
+    for i, row in enumerate(rows):
+        out.rule(f"sample {row['index']} (seed {row['seed']})", style="dim")
+        if pieces is None:
+            out.print(row["text"], markup=False, highlight=False)
+        else:
+            out.print(
+                "".join(f"[bold green]{escape(t)}[/]" if new else escape(t) for t, new in pieces[i]), highlight=False
+            )
+    print_summary(loaded, settings, result, seconds, free_positions)
+    if output is not None:
+        write_output(output, rows)
 
 
 def check_output(path: Path | None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from radd_cli import templates
 from radd_cli.commands import generation
@@ -26,7 +25,6 @@ from radd_cli.commands.options import (
     TopKOption,
     TopPOption,
 )
-from radd_cli.console import out
 from radd_cli.errors import ConfigError
 from radd_cli.inference import load_for_inference
 
@@ -98,13 +96,6 @@ def infill(
         }
         for pieces in spans
     ]
-    rows = generation.records(loaded, settings, result, model, extra)
-    for row, pieces in zip(rows, spans):
-        out.rule(f"sample {row['index']} (seed {row['seed']})", style="dim")
-        out.print(
-            "".join(f"[bold green]{escape(text)}[/]" if generated else escape(text) for text, generated in pieces),
-            highlight=False,
-        )
-    generation.print_summary(loaded, settings, result, seconds, filled.num_free)
-    if output is not None:
-        generation.write_output(output, rows)
+    generation.report(
+        loaded, settings, result, seconds, model, output, free_positions=filled.num_free, pieces=spans, extra=extra
+    )

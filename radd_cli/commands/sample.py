@@ -24,7 +24,6 @@ from radd_cli.commands.options import (
     TopKOption,
     TopPOption,
 )
-from radd_cli.console import out
 from radd_cli.inference import load_for_inference
 
 
@@ -65,10 +64,4 @@ def sample(
         seed=seed,
     )
     result, seconds = generation.generate(loaded, settings)
-    rows = generation.records(loaded, settings, result, model)
-    for row in rows:
-        out.rule(f"sample {row['index']} (seed {row['seed']})", style="dim")
-        out.print(row["text"], markup=False, highlight=False)
-    generation.print_summary(loaded, settings, result, seconds, settings.length)
-    if output is not None:
-        generation.write_output(output, rows)
+    generation.report(loaded, settings, result, seconds, model, output, free_positions=settings.length)
