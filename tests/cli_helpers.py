@@ -7,3 +7,22 @@ def assert_clean_error(result, message: str, exit_code: int | None = None) -> No
     assert message in result.output, result.output
     assert isinstance(result.exception, SystemExit), repr(result.exception)  # not a traceback
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def run_two_processes(*program: str, port_offset: int = 0) -> None:
+    """Run `program` (a script path or `-m module`, with its arguments) as 2 gloo processes via torchrun."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port = 29500 + port_offset + os.getpid() % 1000
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    finished = subprocess.run(
+        [*command, *program],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]

@@ -11,7 +11,7 @@ from radd_cli import data
 from radd_cli.cli import app
 from radd_cli.evaluation import evaluate_perplexity
 from radd_cli.inference import load_for_inference
-from tests.cli_helpers import assert_clean_error
+from tests.cli_helpers import assert_clean_error, run_two_processes
 
 runner = CliRunner()
 TEXT = " ".join(
@@ -176,10 +176,6 @@ def test_bad_samples_and_judges_are_clear_errors(tmp_path, judge):
 
 
 def test_two_processes_share_the_blocks_and_count_each_once(tmp_path, tiny_checkpoint):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
@@ -198,28 +194,7 @@ def test_two_processes_share_the_blocks_and_count_each_once(tmp_path, tiny_check
     ]
     single = runner.invoke(app, [*common, "--json", str(tmp_path / "one.json")])
     assert single.exit_code == 0, single.output
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(30500 + os.getpid() % 1000),
-        "-m",
-        "radd_cli",
-        *common,
-        "--json",
-        str(tmp_path / "two.json"),
-    ]
-    finished = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
-    )
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    run_two_processes("-m", "radd_cli", *common, "--json", str(tmp_path / "two.json"), port_offset=1000)
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert two["num_blocks"] == one["num_blocks"] and two["total_draws"] == one["total_draws"] == one["num_blocks"]
     assert two["nll_per_token"] == pytest.approx(one["nll_per_token"], abs=1e-6)  # exact objective: same value

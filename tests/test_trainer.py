@@ -26,6 +26,7 @@ from radd_cli.model import RADD
 from radd_cli.recipe import load_recipe
 from radd_cli.runtime import gpu_launch_command
 from radd_cli.trainer import Trainer, TrainingInterrupted, learning_rate_factor
+from tests.cli_helpers import run_two_processes
 
 runner = CliRunner()
 SMALL = [
@@ -240,26 +241,7 @@ def test_two_gloo_processes_stay_in_sync(tmp_path, cache_dir):
     script = tmp_path / "train_script.py"
     script.write_text(SYNC_SCRIPT)
     run_dir = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(29500 + os.getpid() % 1000),
-        str(script),
-        str(run_dir),
-        *overrides(cache_dir, "training.steps=4"),
-    ]
-    finished = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
-    )
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    run_two_processes(str(script), str(run_dir), *overrides(cache_dir, "training.steps=4"))
     rank0, rank1 = (torch.load(run_dir / f"params_rank{r}.pt") for r in (0, 1))
     assert all(torch.equal(a, b) for a, b in zip(rank0["params"], rank1["params"]))
     exported = RADD.from_pretrained(run_dir / "final")  # EMA weights moved away from the zero-initialised head
@@ -286,7 +268,7 @@ def markov_corpus(path: Path, count: int, length: int, transition: np.ndarray, s
 
 
 def word_tokenizer(folder: Path) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     raw = Tokenizer(models.WordLevel({"<|endoftext|>": 0, "a": 1, "b": 2, "c": 3}, unk_token="<|endoftext|>"))
