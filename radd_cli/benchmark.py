@@ -14,29 +14,41 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from radd_cli.learner import Learner
 from radd_cli.losses import LOSSES
 from radd_cli.model import RADD, ModelConfig
-from radd_cli.runtime import autocast
+from radd_cli.recipe import Recipe
+from radd_cli.runtime import Precision, Runtime, autocast
 from radd_cli.sampling import expected_nfe, nfe_standard_deviation, sample, sample_all_positions
 from radd_cli.schedule import Schedule
+from radd_cli.scoring import unwrap
+from radd_cli.validation import choices_of
 
-
-# Named sizes for random-weight benchmarks; small and medium are the published shapes (SPEC §3).
+# Named sizes for random-weight benchmarks; small and medium are the published shapes (docs/model-files.md).
 PUBLISHED = {"vocab_size": 50257, "length": 1024}  # GPT-2 vocabulary, the published training length
 SIZES = {
     "tiny": {"hidden_size": 64, "n_heads": 4, "n_blocks": 2, "vocab_size": 2048, "length": 128},
     "small": {"hidden_size": 768, "n_heads": 12, "n_blocks": 12, **PUBLISHED},
     "medium": {"hidden_size": 1024, "n_heads": 16, "n_blocks": 24, **PUBLISHED},
 }
+Size = choices_of("Size", SIZES, __name__)
+
+
+def size_config(size: str, attention: str = "sdpa", length: int | None = None) -> ModelConfig:
+    """The ModelConfig of a named size (no dropout), at its own length unless `length` is given."""
+    values = dict(SIZES[Size(size)])
+    values["length"] = length or values["length"]
+    return ModelConfig(**values, dropout=0.0, attention=attention)
 
 
 def random_model(size: str, attention: str = "sdpa") -> RADD:
     """A named size with the published initialisation (random embeddings, zero output layer), no dropout."""
-    return RADD(ModelConfig(**SIZES[size], dropout=0.0, attention=attention))
+    return RADD(size_config(size, attention))
 
 
 def synchronize(device: torch.device) -> None:
@@ -70,14 +82,14 @@ def seconds_per_call(call, *, repeats: int, warmup: int, device: torch.device) -
     return (time.perf_counter() - started) / repeats
 
 
-def environment(device: torch.device, precision: str, model: RADD) -> dict:
+def environment(device: torch.device, precision: Precision, model: RADD) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {
         "device": str(device),
         "device_name": name,
         "torch": torch.__version__,
-        "precision": precision,
-        "attention": model.config.attention,
+        "precision": str(precision),
+        "attention": str(model.config.attention),
         "threads": torch.get_num_threads(),
         "model": {
             "hidden_size": model.config.hidden_size,
@@ -193,7 +205,6 @@ class TrainBench:
     achieved_tflops: float
     peak_tflops: float | None = None  # measured bf16 matmul peak of the device
     mfu: float | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def training_flops_per_token(config: ModelConfig, masked_fraction: float = 0.5) -> float:
@@ -206,48 +217,35 @@ def training_flops_per_token(config: ModelConfig, masked_fraction: float = 0.5) 
 
 
 def bench_train(
-    model: RADD,
-    schedule: Schedule,
+    recipe: Recipe,
+    runtime: Runtime,
+    vocab_size: int,
     *,
-    batch_size: int,
-    length: int,
     steps: int,
     warmup: int,
-    loss: str,
-    device: torch.device,
-    precision: str,
-    compile: bool = False,
-) -> TrainBench:
-    model = model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    step_model = torch.compile(model) if compile else model
-    generator = torch.Generator(device).manual_seed(0)  # masking draws on the device, as in training
-    x0 = torch.randint(0, model.vocab_size, (batch_size, length), device=device, generator=generator)
-
-    def step() -> None:
-        with autocast(device, precision):
-            value = LOSSES[loss](step_model, x0, schedule, generator=generator).mean()
-        scaler.scale(value).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-
-    seconds = seconds_per_call(step, repeats=steps, warmup=warmup, device=device)
-    flops = training_flops_per_token(model.config)
-    tokens_per_second = batch_size * length / seconds
-    return TrainBench(
-        batch_size,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> tuple[TrainBench, RADD]:
+    """Time `radd train`'s own optimizer step (the Learner: accelerate, accumulation, clipping, the
+    configured precision, the EMA) on random token blocks of the recipe's shape."""
+    learner = Learner(recipe, runtime, vocab_size)
+    if weights is not None:
+        unwrap(learner.model).load_state_dict(weights)
+    training, length = recipe.training, recipe.model.length
+    blocks = np.random.default_rng(0).integers(0, vocab_size, (training.batch_size, length))
+    seconds = seconds_per_call(lambda: learner.step(blocks), repeats=steps, warmup=warmup, device=runtime.device)
+    flops = training_flops_per_token(unwrap(learner.model).config)
+    tokens_per_second = training.batch_size * length / seconds
+    result = TrainBench(
+        training.batch_size,
         length,
-        loss,
+        str(training.loss_type),
         seconds,
         tokens_per_second,
-        peak_memory_gb(device),
+        peak_memory_gb(runtime.device),
         flops,
         flops * tokens_per_second / 1e12,
     )
+    return result, unwrap(learner.model)
 
 
 def matmul_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 20) -> float:

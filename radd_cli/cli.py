@@ -1,13 +1,20 @@
-"""The `radd` command: registers the verbs and turns known errors into one clean line."""
+"""The `radd` command: registers the verbs and turns every known error into one clean line."""
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 from typing import Annotated, Callable
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
+
+try:  # recent Typer ships its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - Typer on top of click
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 from radd_cli import __version__
 from radd_cli.commands import bench, convert, evaluate, infill, recipes, sample, train
@@ -16,8 +23,35 @@ from radd_cli.errors import RaddError
 
 DEBUG_VARIABLE = "RADD_DEBUG"
 
+
+class OneLineErrors(TyperGroup):
+    """A usage error (unknown option, a value outside its choices or range) is one line and exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError:  # the help has been printed
+            code = 0
+        except ClickException as error:
+            if not standalone_mode:
+                raise
+            command = error.ctx.command_path if getattr(error, "ctx", None) else "radd"
+            message = " ".join(error.format_message().replace("Value error, ", "").split())
+            err.print(f"[bold red]Error:[/] {escape(command)}: {escape(message)} (see {escape(command)} --help)", highlight=False)
+            code = error.exit_code
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            err.print("Aborted.")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="radd",
+    cls=OneLineErrors,
     help="Train, sample, infill, evaluate and benchmark RADD masked-diffusion language models.",
     no_args_is_help=True,
     add_completion=False,

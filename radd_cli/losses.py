@@ -1,4 +1,4 @@
-"""Training and evaluation objectives (SPEC §4): pure functions of (model, x0, schedule).
+"""Training and evaluation objectives (docs/objectives.md): pure functions of (model, x0, schedule).
 
 Each returns, per sequence, an unbiased Monte-Carlo estimate (float64, nats per sequence) of an upper
 bound on −log p(x0); only masked positions contribute. With a network that knows the true
@@ -16,6 +16,7 @@ from torch import nn
 from radd_cli import masking
 from radd_cli.schedule import Schedule
 from radd_cli.scoring import log_probs_at, target_log_probs, vocabulary
+from radd_cli.validation import choices_of
 
 T_EPS = 1e-3  # smallest t drawn by the t-objectives
 
@@ -130,3 +131,5 @@ LOSSES: dict[str, Objective] = {
 }
 TRAINING_LOSSES = ("lambda_DCE", "t_DCE", "t_DSE", "k_DCE")  # one network call per sequence
 DETERMINISTIC_LOSSES = ("ar_forward", "ar_backward")  # one Monte-Carlo draw is exact
+Loss = choices_of("Loss", LOSSES, __name__)  # any objective: evaluation
+TrainingLoss = choices_of("TrainingLoss", TRAINING_LOSSES, __name__)  # the ones that train: one call per sequence

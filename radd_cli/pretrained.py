@@ -1,6 +1,6 @@
-"""Model folders on disk (SPEC §8): this project's layout, the published layout, and training runs.
-
-Reading returns plain data (config, tensors, noise, tokenizer); building the network is model.py's job.
+"""Model folders on disk (docs/model-files.md): this project's layout, the published layout, and
+training runs of the published code. `load` returns an explicit bundle (network, schedule, tokenizer,
+source); `save` writes this project's layout.
 
 - this project's layout: `config.json` with `radd_format`, `model`, `noise`, `tokenizer`, and
   `model.safetensors`, plus tokenizer files when the tokenizer was trained for the model;
@@ -23,7 +23,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from radd_cli.errors import CheckpointError
+from radd_cli.errors import CheckpointError, ConfigError
+from radd_cli.model import RADD, ModelConfig, ModelShape, shape_values
+from radd_cli.schedule import Schedule, schedule_from_config
+from radd_cli.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -34,7 +37,103 @@ RUN_CHECKPOINT = Path("checkpoints-meta") / "checkpoint.pth"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
 HUB_PATTERNS = [CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE, *TOKENIZER_FILES]
 BUFFERS = ("rotary_emb.inv_freq",)
-_MODEL_KEYS = ("hidden_size", "n_heads", "n_blocks", "length", "dropout")
+_MODEL_KEYS = tuple(key for key in shape_values(ModelShape()) if key != "attention")  # what config.json records
+
+
+@dataclass
+class Pretrained:
+    """A loaded model folder: the network, its noise schedule and tokenizer, and what was read."""
+
+    model: RADD
+    noise: dict  # the schedule's configuration, as the files give it
+    schedule: Schedule
+    tokenizer_source: str | None  # a Hub name, or a folder that holds tokenizer files
+    tokenizer: Tokenizer | None  # loaded unless load(..., with_tokenizer=False)
+    source: str  # what was read, for messages
+
+
+def load(
+    path_or_repo_id: str | Path, *, ema: bool = True, attention: str = "sdpa", with_tokenizer: bool = True
+) -> Pretrained:
+    """Load radd's layout, a published model (folder or Hub id) or a published training run.
+
+    For a training run, `ema` picks the EMA weights (the ones to sample and evaluate with).
+    `attention` is how this process computes attention, not a property of the weights.
+    """
+    files = read(path_or_repo_id, ema=ema)
+    model = RADD(_model_config(files, attention))
+    load_state_dict_strict(model, files.state_dict, files.source)
+    try:
+        schedule = schedule_from_config(files.noise)
+    except ConfigError as error:
+        raise CheckpointError(f"{files.source}: the noise config is invalid ({error})") from None
+    tokenizer = _matching_tokenizer(files, model) if with_tokenizer else None
+    return Pretrained(model, files.noise, schedule, files.tokenizer, tokenizer, files.source)
+
+
+def _model_config(files: PretrainedFiles, attention: str) -> ModelConfig:
+    """The network's config from what the files say; a missing or mistyped value is a CheckpointError."""
+    keys = ("vocab_size", *_MODEL_KEYS)
+    missing = [key for key in keys if key not in files.model]
+    if missing:
+        raise CheckpointError(f"{files.source}: the model config lacks {', '.join(missing)}")
+    try:
+        return ModelConfig(**{key: files.model[key] for key in keys}, attention=attention)
+    except ConfigError as error:
+        raise CheckpointError(f"{files.source}: the model config is invalid ({error})") from None
+
+
+def _matching_tokenizer(files: PretrainedFiles, model: RADD) -> Tokenizer:
+    if not files.tokenizer:
+        raise CheckpointError(f"{files.source} does not say which tokenizer it uses; add one with radd convert")
+    tokenizer = load_tokenizer(files.tokenizer)
+    if tokenizer.vocab_size != model.vocab_size:
+        raise CheckpointError(
+            f"{files.source}: the model has {model.vocab_size} tokens but its tokenizer {files.tokenizer} has "
+            f"{tokenizer.vocab_size}; give the model folder the tokenizer it was trained with"
+        )
+    return tokenizer
+
+
+def save(model: RADD, directory: str | Path, *, noise: dict | None = None, tokenizer=None) -> Path:
+    """Write radd's layout for `model`: config.json + model.safetensors (+ the tokenizer's files)."""
+    shape = {key: value for key, value in shape_values(model.config).items() if key != "attention"}
+    return write(
+        directory,
+        model_config={"vocab_size": model.config.vocab_size, **shape},
+        state_dict=model.state_dict(),
+        noise=noise,
+        tokenizer=tokenizer,
+    )
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, source: str) -> None:
+    """load_state_dict(strict=True), with missing/unexpected keys and shape mismatches as one line."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_few(unexpected)}")
+    if wrong:
+        problems.append(f"shape mismatches (file vs config) {_few(wrong)}")
+    if problems:
+        raise CheckpointError(
+            f"{source}: weights do not match the network its config describes: " + "; ".join(problems)
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _few(items: list[str], limit: int = 3) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 @dataclass
@@ -107,6 +206,8 @@ def detect_layout(folder: Path) -> str:
 
 def _read_own(folder: Path) -> PretrainedFiles:
     config = _read_json(folder / CONFIG_FILE)
+    if not isinstance(config["radd_format"], int) or isinstance(config["radd_format"], bool):
+        raise CheckpointError(f"{folder / CONFIG_FILE}: `radd_format` should be a whole number")
     if config["radd_format"] > FORMAT_VERSION:
         raise CheckpointError(
             f"{folder} was written by a newer radd (format {config['radd_format']}); upgrade radd to read it"
@@ -170,7 +271,7 @@ def _published_model_config(config: dict, where: Path) -> dict:
     missing = [key for key in _MODEL_KEYS if key not in section]
     if missing:
         raise CheckpointError(f"{where}: `model` lacks {', '.join(missing)}")
-    return {"vocab_size": int(config["tokens"]), **{key: section[key] for key in _MODEL_KEYS}}
+    return {"vocab_size": config["tokens"], **{key: section[key] for key in _MODEL_KEYS}}
 
 
 def _published_tokenizer(config: dict) -> str:

@@ -21,39 +21,45 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from radd_cli.errors import ConfigError
+from radd_cli.losses import TrainingLoss
+from radd_cli.model import ModelShape
+from radd_cli.optim import LRSchedule
+from radd_cli.run_log import Tracker
+from radd_cli.runtime import Precision
+from radd_cli.sampling import Method, SamplingConfig
+from radd_cli.schedule import Schedule, ScheduleName, get_schedule, parameters
+from radd_cli.validation import limits, validate
 
 SHIPPED = "radd_cli.recipes"
 
 
-def _check(*, low=None, high=None, choices=None, above=None):
-    return {"low": low, "high": high, "choices": choices, "above": above}
+class Section:
+    """A recipe section: its fields are validated (types, choices, ranges) when it is built."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+        self.check()
+
+    def check(self) -> None:
+        """Checks that involve several fields of the section."""
 
 
 @dataclass(frozen=True)
-class ModelSection:
-    hidden_size: int = field(default=768, metadata=_check(low=1))
-    n_heads: int = field(default=12, metadata=_check(low=1))
-    n_blocks: int = field(default=12, metadata=_check(low=1))
-    length: int = field(default=1024, metadata=_check(low=1))
-    dropout: float = field(default=0.1, metadata=_check(low=0.0, high=0.99))
-    attention: str = field(default="sdpa", metadata=_check(choices=("sdpa", "flash")))
+class NoiseSection(Section):
+    type: ScheduleName = ScheduleName.loglinear
+    eps: float = 1e-3
+    sigma_min: float = 1e-4
+    sigma_max: float = 20.0
+
+    def check(self) -> None:
+        self.schedule()
+
+    def schedule(self) -> Schedule:
+        return get_schedule(self.type, **{name: getattr(self, name) for name in parameters(self.type)})
 
 
 @dataclass(frozen=True)
-class NoiseSection:
-    type: str = field(default="loglinear", metadata=_check(choices=("loglinear", "geometric")))
-    eps: float = field(default=1e-3, metadata=_check(low=0.0, high=0.5))
-    sigma_min: float = field(default=1e-4, metadata=_check(above=0.0))
-    sigma_max: float = field(default=20.0, metadata=_check(above=0.0))
-
-    def schedule_config(self) -> dict:
-        if self.type == "loglinear":
-            return {"type": "loglinear", "eps": self.eps}
-        return {"type": "geometric", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
-
-
-@dataclass(frozen=True)
-class DataSection:
+class DataSection(Section):
     train: str = "builtin"
     train_split: str = "train"
     valid: str = "builtin"
@@ -62,66 +68,78 @@ class DataSection:
 
 
 @dataclass(frozen=True)
-class TokenizerSection:
+class TokenizerSection(Section):
     name: str = "gpt2"
-    vocab_size: int = field(default=4096, metadata=_check(low=260))
+    vocab_size: int = field(default=4096, metadata=limits(low=260))
 
 
 @dataclass(frozen=True)
-class TrainingSection:
-    loss_type: str = field(default="lambda_DCE", metadata=_check(choices=("lambda_DCE", "t_DCE", "t_DSE", "k_DCE")))
-    batch_size: int = field(default=512, metadata=_check(low=1))
-    accumulation: int = field(default=1, metadata=_check(low=1))
-    steps: int = field(default=400_000, metadata=_check(low=1))
-    lr: float = field(default=3e-4, metadata=_check(above=0.0))
-    warmup_steps: int = field(default=2500, metadata=_check(low=0))
-    lr_schedule: str = field(default="constant", metadata=_check(choices=("constant", "cosine", "linear")))
-    min_lr_ratio: float = field(default=0.1, metadata=_check(low=0.0, high=1.0))
-    grad_clip: float = field(default=1.0, metadata=_check(low=0.0))
-    weight_decay: float = field(default=0.0, metadata=_check(low=0.0))
-    beta1: float = field(default=0.9, metadata=_check(low=0.0, high=0.999999))
-    beta2: float = field(default=0.999, metadata=_check(low=0.0, high=0.999999))
-    adam_eps: float = field(default=1e-8, metadata=_check(above=0.0))
-    ema: float = field(default=0.9999, metadata=_check(low=0.0, high=0.999999))
-    seed: int = field(default=42, metadata=_check(low=0))
-    mixed_precision: str = field(default="auto", metadata=_check(choices=("auto", "no", "bf16", "fp16")))
+class TrainingSection(Section):
+    loss_type: TrainingLoss = TrainingLoss.lambda_DCE
+    batch_size: int = field(default=512, metadata=limits(low=1))
+    accumulation: int = field(default=1, metadata=limits(low=1))
+    steps: int = field(default=400_000, metadata=limits(low=1))
+    lr: float = field(default=3e-4, metadata=limits(above=0.0))
+    warmup_steps: int = field(default=2500, metadata=limits(low=0))
+    lr_schedule: LRSchedule = LRSchedule.constant
+    min_lr_ratio: float = field(default=0.1, metadata=limits(low=0.0, high=1.0))
+    grad_clip: float = field(default=1.0, metadata=limits(low=0.0))
+    weight_decay: float = field(default=0.0, metadata=limits(low=0.0))
+    beta1: float = field(default=0.9, metadata=limits(low=0.0, below=1.0))
+    beta2: float = field(default=0.999, metadata=limits(low=0.0, below=1.0))
+    adam_eps: float = field(default=1e-8, metadata=limits(above=0.0))
+    ema: float = field(default=0.9999, metadata=limits(low=0.0, below=1.0))
+    seed: int = field(default=42, metadata=limits(low=0, below=2**63))
+    mixed_precision: Precision = Precision.auto
     compile: bool = False
-    max_nonfinite: int = field(default=10, metadata=_check(low=1))
+    max_nonfinite: int = field(default=10, metadata=limits(low=1))
+
+    def check(self) -> None:
+        if self.batch_size % self.accumulation:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) must be a multiple of accumulation ({self.accumulation})"
+            )
 
 
 @dataclass(frozen=True)
-class EvaluationSection:
-    every: int = field(default=5000, metadata=_check(low=0))
-    batches: int = field(default=8, metadata=_check(low=1))
-    batch_size: int = field(default=16, metadata=_check(low=1))
-    loss_type: str = field(default="lambda_DCE", metadata=_check(choices=("lambda_DCE", "t_DCE", "t_DSE", "k_DCE")))
+class EvaluationSection(Section):
+    every: int = field(default=5000, metadata=limits(low=0))
+    batches: int = field(default=8, metadata=limits(low=1))
+    batch_size: int = field(default=16, metadata=limits(low=1))
+    loss_type: TrainingLoss = TrainingLoss.lambda_DCE
 
 
 @dataclass(frozen=True)
-class SamplingSection:
-    every: int = field(default=10000, metadata=_check(low=0))
-    num_samples: int = field(default=4, metadata=_check(low=1))
-    steps: int = field(default=256, metadata=_check(low=1))
-    method: str = field(default="tweedie", metadata=_check(choices=("tweedie", "euler", "ordered")))
+class SamplingSection(Section):
+    every: int = field(default=10000, metadata=limits(low=0))
+    num_samples: int = field(default=4, metadata=limits(low=1))
+    steps: int = field(default=256, metadata=limits(low=1))
+    method: Method = Method.tweedie
+
+    def config(self) -> SamplingConfig:
+        return SamplingConfig(method=self.method, steps=self.steps)
+
+    def check(self) -> None:
+        self.config()
 
 
 @dataclass(frozen=True)
-class CheckpointSection:
-    every: int = field(default=5000, metadata=_check(low=1))
-    keep_last: int = field(default=2, metadata=_check(low=1))
+class CheckpointSection(Section):
+    every: int = field(default=5000, metadata=limits(low=1))
+    keep_last: int = field(default=2, metadata=limits(low=1))
 
 
 @dataclass(frozen=True)
-class LoggingSection:
-    every: int = field(default=50, metadata=_check(low=1))
-    trackers: tuple[str, ...] = field(default=(), metadata=_check(choices=("tensorboard", "wandb")))
+class LoggingSection(Section):
+    every: int = field(default=50, metadata=limits(low=1))
+    trackers: tuple[Tracker, ...] = ()
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str = "recipe"
     description: str = ""
-    model: ModelSection = ModelSection()
+    model: ModelShape = ModelShape()
     noise: NoiseSection = NoiseSection()
     data: DataSection = DataSection()
     tokenizer: TokenizerSection = TokenizerSection()
@@ -169,16 +187,7 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
     problems = []
     for override in overrides:
         _apply_override(raw, override, problems)
-    recipe = _build(Recipe, raw, "", problems)
-    problems += _cross_checks(recipe) if recipe is not None else []
-    if problems:
-        raise ConfigError(problems)
-    return recipe
-
-
-def recipe_from_dict(raw: dict) -> Recipe:
-    problems: list[str] = []
-    recipe = _build(Recipe, raw, "", problems)
+    recipe = _build(raw, problems)
     if problems:
         raise ConfigError(problems)
     return recipe
@@ -203,77 +212,35 @@ def _apply_override(raw: dict, override: str, problems: list[str]) -> None:
     target[leaf] = value
 
 
-def _build(cls, raw, prefix: str, problems: list[str]):
-    """Instantiate dataclass `cls` from `raw`, appending every problem (with its key path) to `problems`."""
-    if not isinstance(raw, dict):
-        problems.append(f"{prefix.rstrip('.')}: expected a section (a TOML table), got {raw!r}")
-        return None
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            problems.append(f"{prefix}{key}: unknown key (known: {', '.join(fields)})")
+def _build(raw: dict, problems: list[str]) -> Recipe | None:
+    """The Recipe `raw` describes; every problem (with its key path) is appended to `problems`."""
+    sections = {f.name: f for f in dataclasses.fields(Recipe)}
+    hints = typing.get_type_hints(Recipe)
     values = {}
-    for name, spec in fields.items():
-        if name not in raw:
-            continue
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            values[name] = _build(kind, raw[name], f"{prefix}{name}.", problems)
+    for key, value in raw.items():
+        if key not in sections:
+            problems.append(f"{key}: unknown key (known: {', '.join(sections)})")
+        elif not dataclasses.is_dataclass(hints[key]):
+            if isinstance(value, str):
+                values[key] = value
+            else:
+                problems.append(f"{key}: expected str, got {type(value).__name__} {value!r}")
         else:
-            values[name] = _coerce(raw[name], kind, spec.metadata, f"{prefix}{name}", problems)
+            values[key] = _build_section(hints[key], value, key, problems)
     if any(value is None for value in values.values()):
         return None
-    return cls(**values)
+    return Recipe(**values)
 
 
-def _coerce(value, kind, checks, path: str, problems: list[str]):
-    if typing.get_origin(kind) is tuple:
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            problems.append(f"{path}: expected a list of strings, got {value!r}")
-            return None
-        for item in value:
-            _check_value(item, checks, path, problems)
-        return tuple(value)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        problems.append(f"{path}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+def _build_section(cls, raw, name: str, problems: list[str]):
+    if not isinstance(raw, dict):
+        problems.append(f"{name}: expected a section (a TOML table), got {raw!r}")
         return None
-    if not _check_value(value, checks, path, problems):
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in raw if key not in known]
+    problems.extend(f"{name}.{key}: unknown key (known: {', '.join(known)})" for key in unknown)
+    try:
+        return cls(**{key: value for key, value in raw.items() if key in known})
+    except ConfigError as error:
+        problems.extend(f"{name}.{problem}" for problem in error.problems)
         return None
-    return value
-
-
-def _check_value(value, checks, path: str, problems: list[str]) -> bool:
-    if checks.get("choices") and value not in checks["choices"]:
-        problems.append(f"{path}: {value!r} is not one of {', '.join(map(repr, checks['choices']))}")
-        return False
-    if checks.get("low") is not None and value < checks["low"]:
-        problems.append(f"{path}: must be at least {checks['low']}, got {value}")
-        return False
-    if checks.get("high") is not None and value > checks["high"]:
-        problems.append(f"{path}: must be at most {checks['high']}, got {value}")
-        return False
-    if checks.get("above") is not None and not value > checks["above"]:
-        problems.append(f"{path}: must be greater than {checks['above']}, got {value}")
-        return False
-    return True
-
-
-def _cross_checks(recipe: Recipe) -> list[str]:
-    problems = []
-    model, training, noise = recipe.model, recipe.training, recipe.noise
-    if model.hidden_size % model.n_heads or (model.hidden_size // model.n_heads) % 2:
-        problems.append(
-            f"model.hidden_size ({model.hidden_size}) must be a multiple of model.n_heads ({model.n_heads}) "
-            "with an even quotient (rotary embeddings)"
-        )
-    if training.batch_size % training.accumulation:
-        problems.append(
-            f"training.batch_size ({training.batch_size}) must be a multiple of training.accumulation "
-            f"({training.accumulation})"
-        )
-    if noise.type == "geometric" and not noise.sigma_min < noise.sigma_max:
-        problems.append(f"noise.sigma_min ({noise.sigma_min}) must be below noise.sigma_max ({noise.sigma_max})")
-    return problems

@@ -12,6 +12,14 @@ from rich.markup import escape
 from rich.progress import TextColumn
 
 from radd_cli.console import err, progress_bar
+from radd_cli.validation import Choice
+
+
+class Tracker(Choice):
+    """Experiment trackers that accelerate logs to (each needs its own package installed)."""
+
+    tensorboard = "tensorboard"
+    wandb = "wandb"
 
 
 class RunLogger:
@@ -28,7 +36,7 @@ class RunLogger:
                 if isinstance(values, dict)
                 for key, value in values.items()
             }
-            runtime.accelerator.init_trackers(recipe.name, config={k: str(v) for k, v in flat.items()})
+            runtime.init_trackers(recipe.name, {k: str(v) for k, v in flat.items()})
 
     @property
     def active(self) -> bool:
@@ -49,7 +57,7 @@ class RunLogger:
             with open(self.folder.metrics_file, "a") as handle:
                 handle.write(json.dumps({"step": step, **values}) + "\n")
             if self._trackers:
-                self.runtime.accelerator.log(values, step=step)
+                self.runtime.log(values, step)
             self.line(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()), console)
 
     def after_step(self, state, loss_per_token: float, tokens_per_second: float, lr: float) -> None:
@@ -96,4 +104,4 @@ class RunLogger:
             f"validation {valid_loss:.4f} nats/token, {state.skipped_nonfinite} skipped steps; model in {final}"
         )
         if self._trackers:
-            self.runtime.accelerator.end_training()
+            self.runtime.end_training()

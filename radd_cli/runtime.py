@@ -1,8 +1,9 @@
-"""The only module that touches accelerate and torch.distributed: devices, processes, precision, seeds.
+"""The only module that touches accelerate and torch.distributed: devices, processes, precision.
 
 One process on a CPU or a GPU, several GPUs of one machine (`radd train --gpus N`, launched through
-`accelerate launch`), or several machines with the usual `accelerate launch` / `torchrun` command
-(FSDP or DeepSpeed through an accelerate config file). On the CPU everything runs in float32.
+`accelerate launch`), or several machines with the usual `accelerate launch` / `torchrun` command.
+Everything else asks a `Runtime` (prepare, backward, no_sync, clip, save/load state, trackers) and
+never reaches into accelerate itself.
 """
 
 from __future__ import annotations
@@ -16,20 +17,27 @@ from dataclasses import dataclass
 import torch
 
 from radd_cli.errors import ConfigError
+from radd_cli.validation import Choice
 
-PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+class Precision(Choice):
+    """The trunk's compute precision. Norms, log-softmax and master weights always stay in float32."""
+
+    auto = "auto"  # bf16 on GPUs that support it, fp16 (with loss scaling) on older GPUs, fp32 on the CPU
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
 
 
-def resolve_precision(requested: str, device_type: str) -> str:
-    """`auto` → bf16 on GPUs that support it, fp16 (with loss scaling) on older GPUs, no (fp32) on the CPU."""
-    if requested not in PRECISIONS:
-        raise ConfigError(f"mixed precision {requested!r} is not one of {', '.join(PRECISIONS)}")
+def resolve_precision(requested: str, device_type: str) -> Precision:
+    """The precision to run in on a device of this type (never `auto`)."""
+    requested = Precision(requested)
     if device_type != "cuda":
-        if requested in ("bf16", "fp16"):
-            raise ConfigError(f"mixed precision {requested} needs a GPU; use 'auto' or 'no' on the CPU")
-        return "no"
-    if requested == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if requested in (Precision.bf16, Precision.fp16):
+            raise ConfigError(f"precision {requested} needs a GPU; use auto or fp32 on the CPU")
+        return Precision.fp32
+    if requested == Precision.auto:
+        return Precision.bf16 if torch.cuda.is_bf16_supported() else Precision.fp16
     return requested
 
 
@@ -39,18 +47,23 @@ def pick_device(requested: str | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(requested)
-    except RuntimeError as error:
-        raise ConfigError(f"--device {requested!r} is not a device (try cpu, cuda, cuda:1)") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {requested} asked for a GPU, but torch sees none; use --device cpu")
+    except RuntimeError:
+        raise ConfigError(f"--device {requested!r} is not a device (try cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {requested} asked for a GPU, but torch sees none; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {requested}: torch sees {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {requested}: radd runs on cpu or cuda devices")
     return device
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: Precision):
     """Autocast for the network's trunk (norms and log-softmax stay float32 inside the model)."""
-    if precision == "no" or device.type != "cuda":
+    if precision == Precision.fp32 or device.type != "cuda":
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == Precision.bf16 else torch.float16)
 
 
 def tune_for_speed(device: torch.device) -> None:
@@ -60,9 +73,12 @@ def tune_for_speed(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+_ACCELERATE_PRECISION = {Precision.fp32: "no", Precision.bf16: "bf16", Precision.fp16: "fp16"}
+
+
 @dataclass
 class Runtime:
-    """One process's view of the run, over an accelerate Accelerator."""
+    """One process's view of the run, over an accelerate Accelerator that nothing else touches."""
 
     accelerator: object
 
@@ -83,8 +99,8 @@ class Runtime:
         return self.accelerator.is_main_process
 
     @property
-    def precision(self) -> str:
-        return self.accelerator.mixed_precision
+    def precision(self) -> Precision:
+        return {value: key for key, value in _ACCELERATE_PRECISION.items()}[self.accelerator.mixed_precision]
 
     def autocast(self):
         return autocast(self.device, self.precision)
@@ -101,9 +117,59 @@ class Runtime:
         """True on every process when the flag is true on any."""
         return bool(self.sum(torch.tensor([float(flag)])).item() > 0)
 
+    # training
+    def prepare(self, *objects):
+        """Wrap the model (DDP) and optimizer (loss scaling) for this launch."""
+        return self.accelerator.prepare(*objects)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+
+    def no_sync(self, model, sync: bool):
+        """Skip the gradient all-reduce of this backward unless `sync` (the last micro-batch)."""
+        return contextlib.nullcontext() if sync else self.accelerator.no_sync(model)
+
+    def clip_grad_norm(self, parameters, max_norm: float) -> torch.Tensor:
+        """Clip the (unscaled) gradient norm; returns the norm before clipping."""
+        return self.accelerator.clip_grad_norm_(parameters, max_norm)
+
+    def optimizer_step(self, optimizer) -> bool:
+        """Step the optimizer; False when fp16 loss scaling found an overflow and skipped the update."""
+        optimizer.step()
+        return not (self.precision == Precision.fp16 and optimizer.step_was_skipped)
+
+    def register_for_checkpointing(self, *objects) -> None:
+        """Objects with state_dict/load_state_dict saved and restored with the model and optimizer."""
+        self.accelerator.register_for_checkpointing(*objects)
+
+    def save_state(self, folder: str) -> None:
+        self.accelerator.save_state(folder)
+
+    def load_state(self, folder: str) -> None:
+        self.accelerator.load_state(folder)
+
+    def require_data_parallel(self) -> None:
+        """Training keeps full parameters on every process (for the EMA and clipping): DDP, not sharding."""
+        kind = str(self.accelerator.distributed_type).rsplit(".", 1)[-1]
+        if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+            raise ConfigError(
+                f"radd train runs data-parallel (DDP) only; this launch asked for {kind}, whose sharded parameters "
+                "the weight EMA cannot follow. Launch without the FSDP/DeepSpeed accelerate config"
+            )
+
+    # trackers (tensorboard, wandb)
+    def init_trackers(self, name: str, config: dict) -> None:
+        self.accelerator.init_trackers(name, config=config)
+
+    def log(self, values: dict, step: int) -> None:
+        self.accelerator.log(values, step=step)
+
+    def end_training(self) -> None:
+        self.accelerator.end_training()
+
 
 def build_runtime(
-    mixed_precision: str = "auto",
+    precision: str = "auto",
     *,
     cpu: bool | None = None,
     trackers: tuple[str, ...] = (),
@@ -113,31 +179,15 @@ def build_runtime(
     from accelerate.utils import ProjectConfiguration
 
     cpu = (not torch.cuda.is_available()) if cpu is None else cpu
-    precision = resolve_precision(mixed_precision, "cpu" if cpu else "cuda")
+    resolved = resolve_precision(precision, "cpu" if cpu else "cuda")
     accelerator = Accelerator(
         cpu=cpu,
-        mixed_precision=precision,
-        log_with=list(trackers) or None,
+        mixed_precision=_ACCELERATE_PRECISION[resolved],
+        log_with=[str(tracker) for tracker in trackers] or None,
         project_config=ProjectConfiguration(project_dir=project_dir, logging_dir=project_dir) if project_dir else None,
     )
     tune_for_speed(accelerator.device)
     return Runtime(accelerator)
-
-
-def require_data_parallel(runtime: Runtime) -> None:
-    """Training keeps full parameters on every process (for the EMA and clipping): DDP, not sharding."""
-    kind = str(runtime.accelerator.distributed_type).rsplit(".", 1)[-1]
-    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
-        raise ConfigError(
-            f"radd train runs data-parallel (DDP) only; this launch asked for {kind}, whose sharded parameters "
-            "the weight EMA cannot follow. Launch without the FSDP/DeepSpeed accelerate config"
-        )
-
-
-def seed_everything(seed: int) -> None:
-    from accelerate.utils import set_seed
-
-    set_seed(seed)
 
 
 def launched_as_one_of_many() -> bool:

@@ -1,4 +1,4 @@
-"""Noise schedules (SPEC §2): the total noise σ(t) and its rate σ'(t) for t in [0, 1].
+"""Noise schedules: the total noise σ(t) and its rate σ'(t) for t in [0, 1] (docs/objectives.md).
 
 A token is masked at time t with probability 1 − e^{−σ(t)}. Everything is computed in the dtype of
 `t`; pass float64 times where precision matters (losses and samplers do).
@@ -7,11 +7,12 @@ A token is masked at time t with probability 1 − e^{−σ(t)}. Everything is c
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
 from radd_cli.errors import ConfigError
+from radd_cli.validation import choices_of, limits, validate
 
 
 class Schedule:
@@ -34,6 +35,7 @@ class Schedule:
         return torch.expm1(self.total(t))
 
     def to_config(self) -> dict:
+        """What a model folder's `noise` section records: {"type": name, parameters...}."""
         return {"type": self.name, **asdict(self)}
 
 
@@ -41,12 +43,11 @@ class Schedule:
 class LogLinear(Schedule):
     """σ(t) = −log(1 − (1 − eps)·t): the masked fraction (1 − eps)·t is linear in t."""
 
-    eps: float = 1e-3
+    eps: float = field(default=1e-3, metadata=limits(low=0.0, below=1.0))
     name = "loglinear"
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.eps < 1.0:
-            raise ConfigError(f"noise.eps must be in [0, 1), got {self.eps}")
+        validate(self)
 
     def total(self, t: torch.Tensor) -> torch.Tensor:
         return -torch.log1p(-(1 - self.eps) * t)
@@ -59,15 +60,14 @@ class LogLinear(Schedule):
 class Geometric(Schedule):
     """σ(t) = σ_min^{1−t}·σ_max^{t}."""
 
-    sigma_min: float = 1e-4
-    sigma_max: float = 20.0
+    sigma_min: float = field(default=1e-4, metadata=limits(above=0.0))
+    sigma_max: float = field(default=20.0, metadata=limits(above=0.0))
     name = "geometric"
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.sigma_min < self.sigma_max:
-            raise ConfigError(
-                f"noise needs 0 < sigma_min < sigma_max, got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}"
-            )
+        validate(self)
+        if not self.sigma_min < self.sigma_max:
+            raise ConfigError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
 
     def total(self, t: torch.Tensor) -> torch.Tensor:
         return self.sigma_min ** (1 - t) * self.sigma_max**t
@@ -77,28 +77,33 @@ class Geometric(Schedule):
 
 
 SCHEDULES: dict[str, type[Schedule]] = {"loglinear": LogLinear, "geometric": Geometric}
+ScheduleName = choices_of("ScheduleName", SCHEDULES, __name__)
+
+
+def parameters(name: str) -> list[str]:
+    """The parameters the schedule called `name` takes."""
+    return [f.name for f in fields(SCHEDULES[ScheduleName(name)])]
 
 
 def get_schedule(name: str = "loglinear", **params) -> Schedule:
     """The schedule called `name` with the given parameters; unknown names or parameters are errors."""
-    if name not in SCHEDULES:
+    if not isinstance(name, str) or name not in SCHEDULES:
         raise ConfigError(f"unknown noise schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
-    cls = SCHEDULES[name]
-    allowed = [field.name for field in fields(cls)]
-    unknown = sorted(set(params) - set(allowed))
+    unknown = sorted(set(params) - set(parameters(name)))
     if unknown:
-        raise ConfigError(f"noise schedule {name!r} takes {', '.join(allowed)}; got unknown {', '.join(unknown)}")
-    return cls(**params)
+        raise ConfigError(
+            f"noise schedule {name!r} takes {', '.join(parameters(name))}; got unknown {', '.join(unknown)}"
+        )
+    return SCHEDULES[name](**params)
 
 
 def schedule_from_config(noise: dict | None) -> Schedule:
-    """The schedule a checkpoint's `noise` section describes; keys of other schedules are ignored.
+    """The schedule a `noise` section describes; parameters that belong to other schedules are ignored.
 
     The published configs list sigma_min and sigma_max even for `loglinear`, which does not use them.
     """
     noise = dict(noise or {"type": "loglinear"})
     name = noise.pop("type", "loglinear")
-    if name not in SCHEDULES:
+    if not isinstance(name, str) or name not in SCHEDULES:
         raise ConfigError(f"unknown noise schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
-    allowed = {field.name for field in fields(SCHEDULES[name])}
-    return get_schedule(name, **{key: value for key, value in noise.items() if key in allowed})
+    return get_schedule(name, **{key: value for key, value in noise.items() if key in parameters(name)})

@@ -1,15 +1,24 @@
 """How objectives and samplers ask any model for log-probabilities.
 
 A model is any `nn.Module` with `vocab_size` and `mask_id` that maps int64 tokens (B, L) to float32
-log-probs (B, L, V). Models that set `scores_selected_positions = True` (RADD does) also accept
-`model(tokens, where=..., targets=...)` and then compute the output projection only where needed.
-The call always goes through the module (or its DDP / FSDP / compile wrapper) itself.
+log-probs (B, L, V). A `SelectiveScorer` (RADD is one) also takes `where` and `targets` and then
+computes the output projection only where it is needed. The call always goes through the module
+(or its DDP / FSDP / compile wrapper) itself, so that the wrapper sees it.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+class SelectiveScorer(nn.Module):
+    """A network whose forward is `(tokens, where=None, targets=None)`:
+
+    - `forward(tokens)`: log-probs (B, L, V) at every position;
+    - `forward(tokens, where=where)`: log-probs (N, V) at the N true positions of the bool (B, L) `where`;
+    - `forward(tokens, where=where, targets=targets)`: log p(targets) (N,) at those positions.
+    """
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -29,7 +38,7 @@ def vocabulary(model: nn.Module) -> tuple[int, int]:
 
 def log_probs_at(model: nn.Module, tokens: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     """Float32 log-probs (N, V) at the N positions where the bool (B, L) `where` is true, row-major."""
-    if getattr(unwrap(model), "scores_selected_positions", False):
+    if isinstance(unwrap(model), SelectiveScorer):
         return model(tokens, where=where)
     return model(tokens)[where].float()
 
@@ -38,6 +47,6 @@ def target_log_probs(
     model: nn.Module, tokens: torch.Tensor, where: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
     """log p(targets) (N,) at the positions where `where` is true; `targets` is (N,), row-major."""
-    if getattr(unwrap(model), "scores_selected_positions", False):
+    if isinstance(unwrap(model), SelectiveScorer):
         return model(tokens, where=where, targets=targets)
     return log_probs_at(model, tokens, where).gather(-1, targets[:, None]).squeeze(-1)

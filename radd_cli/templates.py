@@ -1,7 +1,7 @@
 """Infilling templates for `radd infill`: which positions are fixed text and which are generated.
 
-A template is literal text with free spans (SPEC §5.5: fixed positions hold their tokens from the
-start and are never masked; only free ones are sampled). Two ways to write one:
+A template is literal text with free spans: fixed positions hold their tokens from the start and are
+never masked; only free ones are sampled (docs/sampling.md). Two ways to write one:
 
 - `--prefix TEXT` and/or `--suffix TEXT` with `--length L`: the prefix tokens open the sequence, the
   suffix tokens close it, and the L − len(prefix) − len(suffix) positions between are free.
@@ -162,7 +162,7 @@ def prefix_suffix_template(prefix: str | None, suffix: str | None, length: int, 
     return build_template(segments, tokenizer)
 
 
-def check_length(infill: Infill, model_length: int) -> None:
+def check_fits(infill: Infill, model_length: int) -> None:
     """Refuse a template longer than the model's context; a shorter one is sampled at its own length."""
     if infill.length > model_length:
         raise ConfigError(

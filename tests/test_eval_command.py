@@ -99,8 +99,8 @@ def test_short_empty_and_binary_files_are_clear_errors(tmp_path, tiny_checkpoint
 def test_bad_eval_options_are_refused_before_any_work(tmp_path, tiny_checkpoint):
     (tmp_path / "corpus.txt").write_text(TEXT)
     base = ["--model", tiny_checkpoint, "--dataset", tmp_path / "corpus.txt", "--cache-dir", tmp_path / "cache"]
-    assert_clean_error(run(*base, "--length", -5), "--length must be at least 1", 2)
-    assert_clean_error(run(*base, "--length", 0), "--length must be at least 1", 2)
+    assert_clean_error(run(*base, "--length", -5), "Invalid value for '--length'", 2)
+    assert_clean_error(run(*base, "--length", 0), "Invalid value for '--length'", 2)
     assert_clean_error(run(*base, "--json", tmp_path / "nowhere" / "r.json"), "does not exist", 2)
     (tmp_path / "rows.jsonl").write_text(json.dumps({"text": None}) + "\n")
     assert_clean_error(
@@ -162,7 +162,7 @@ def test_generative_quality_reports_perplexity_with_entropy(tmp_path, tiny_check
     report = json.loads((tmp_path / "g.json").read_text())
     assert len(report["perplexity"]) == len(report["entropy"]) == 3 and set(report["distinct"]) == {"1", "2", "3", "4"}
     ids = [json.loads(line)["token_ids"] for line in (tmp_path / "s.jsonl").read_text().splitlines()]
-    from radd_cli.generative import unigram_entropy
+    from radd_cli.sample_quality import unigram_entropy
 
     assert report["entropy"] == pytest.approx([unigram_entropy(row) for row in ids])  # the sampler's own tokens
 

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from radd_cli.errors import CheckpointError, ConfigError
 from radd_cli.model import RADD, ModelConfig
-from radd_cli.pretrained import parameter_order
+from radd_cli.pretrained import load, parameter_order
 from tests.conftest import TINY
 
 
@@ -144,7 +144,7 @@ def test_selected_positions_and_chunked_targets_agree_with_the_full_output(tiny_
 
 
 def test_config_validation_reports_every_problem():
-    with pytest.raises(ConfigError, match="2 problems.*hidden_size.*dropout"):
+    with pytest.raises(ConfigError, match="2 problems.*dropout.*hidden_size"):
         ModelConfig(vocab_size=16, length=8, hidden_size=30, n_heads=4, dropout=1.5)
 
 
@@ -166,11 +166,12 @@ def test_the_attention_backend_is_a_load_time_choice_not_part_of_the_files(tmp_p
 
 def test_save_and_load_round_trip_exactly(tmp_path, tiny_model):
     tiny_model.save_pretrained(tmp_path / "model", noise={"type": "geometric", "sigma_min": 1e-4, "sigma_max": 20.0})
-    loaded = RADD.from_pretrained(tmp_path / "model")
+    bundle = load(tmp_path / "model", with_tokenizer=False)
+    loaded = bundle.model
     assert loaded.config == tiny_model.config
     for key, value in tiny_model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
-    assert loaded.extras["noise"]["type"] == "geometric"
+    assert bundle.noise["type"] == "geometric" and bundle.schedule.name == "geometric"
 
 
 def published_config(config: ModelConfig) -> dict:
@@ -207,10 +208,11 @@ def test_published_layout_loads_with_identical_outputs(tmp_path, tiny_model, wei
         save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / weights_file)
     else:
         torch.save(state, tmp_path / weights_file)
-    loaded = RADD.from_pretrained(tmp_path).eval()
+    bundle = load(tmp_path, with_tokenizer=False)
+    loaded = bundle.model.eval()
     tokens = torch.randint(0, TINY.vocab_size + 1, (2, TINY.length))
     assert torch.equal(loaded(tokens), tiny_model(tokens))
-    assert loaded.extras["tokenizer"] == "gpt2" and loaded.extras["noise"]["type"] == "loglinear"
+    assert bundle.tokenizer_source == "gpt2" and bundle.noise["type"] == "loglinear"
 
 
 def test_published_weights_with_a_wrong_shape_are_a_one_line_error(tmp_path, tiny_model):

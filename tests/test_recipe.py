@@ -98,9 +98,9 @@ def test_overrides_use_toml_values_and_are_validated(tmp_path):
 
 
 def test_cross_field_checks_and_missing_recipes(tmp_path):
-    with pytest.raises(ConfigError, match="multiple of model.n_heads"):
+    with pytest.raises(ConfigError, match="model.hidden_size \\(30\\) must be a multiple of n_heads"):
         load_recipe("tiny", ["model.hidden_size=30", "model.n_heads=4"])
-    with pytest.raises(ConfigError, match="multiple of training.accumulation"):
+    with pytest.raises(ConfigError, match="training.batch_size \\(30\\) must be a multiple of accumulation"):
         load_recipe("tiny", ["training.batch_size=30", "training.accumulation=4"])
     with pytest.raises(ConfigError, match="no recipe 'nope'.*tiny"):
         load_recipe("nope")

@@ -37,7 +37,7 @@ def test_bad_schedules_are_config_errors():
         get_schedule("cosine")
     with pytest.raises(ConfigError, match="unknown sigma_max"):
         get_schedule("loglinear", sigma_max=3)
-    with pytest.raises(ConfigError, match="sigma_min < sigma_max"):
+    with pytest.raises(ConfigError, match="sigma_min \\(2.0\\) must be below sigma_max"):
         get_schedule("geometric", sigma_min=2.0, sigma_max=1.0)
 
 

@@ -10,7 +10,7 @@ from radd_cli.templates import (
     Infill,
     Segment,
     build_template,
-    check_length,
+    check_fits,
     parse_template,
     prefix_suffix_template,
     render_spans,
@@ -177,12 +177,12 @@ def test_prefix_suffix_errors(tokenizer):
             prefix_suffix_template(prefix, suffix, 10, tokenizer)
 
 
-def test_check_length(tokenizer):
+def test_check_fits(tokenizer):
     infill = prefix_suffix_template("The cat", None, 12, tokenizer)
-    check_length(infill, 12)
-    check_length(infill, 1024)
+    check_fits(infill, 12)
+    check_fits(infill, 1024)
     with pytest.raises(ConfigError, match=r"the template is 12 tokens long but the model's length is 8"):
-        check_length(infill, 8)
+        check_fits(infill, 8)
 
 
 # rendering

@@ -10,36 +10,37 @@ import typer
 from rich.table import Table
 
 from radd_cli import benchmark
-from radd_cli.commands.options import (
-    BatchSizeOption,
-    DeviceOption,
-    DtypeOption,
-    JsonOption,
-    check_length,
-    check_writable,
-)
+from radd_cli.benchmark import Size
+from radd_cli.commands.options import BatchSizeOption, DeviceOption, JsonOption, PrecisionOption, check_writable
 from radd_cli.console import err, out
 from radd_cli.errors import ConfigError
 from radd_cli.inference import load_for_inference
-from radd_cli.runtime import pick_device, resolve_precision
+from radd_cli.losses import Loss, TrainingLoss
+from radd_cli.model import RADD, Attention, ModelShape, shape_values
+from radd_cli.pretrained import load
+from radd_cli.recipe import Recipe, TrainingSection
+from radd_cli.runtime import Precision, build_runtime, pick_device, resolve_precision
 from radd_cli.schedule import get_schedule
 
 ModelChoice = Annotated[Optional[str], typer.Option("--model", "-m", help="A model folder or Hub id (else --size).")]
-SizeChoice = Annotated[str, typer.Option("--size", help="Random weights of a named size: tiny, small or medium.")]
-LengthOption = Annotated[Optional[int], typer.Option("--length", help="Sequence length (default: the model's).")]
+SizeChoice = Annotated[Size, typer.Option("--size", help="Random weights of a named size.")]
+LengthOption = Annotated[
+    Optional[int], typer.Option("--length", min=1, help="Sequence length (default: the model's).")
+]
 
 
-def _model(model: str | None, size: str, device: str, dtype: str, attention: str = "sdpa"):
-    """(model, schedule, device, precision, label) from a checkpoint or a named size."""
+def _model(model: str | None, size: Size, length: int | None, device: str, precision: str):
+    """(model, schedule, device, precision, label, length) from a checkpoint or a named size."""
     if model is not None:
-        loaded = load_for_inference(model, device, dtype)
-        return loaded.model, loaded.schedule, loaded.device, loaded.precision, model
-    if size not in benchmark.SIZES:
-        raise ConfigError(f"--size {size!r} is not one of {', '.join(benchmark.SIZES)}")
+        loaded = load_for_inference(model, device, precision)
+        length = length or loaded.model.config.length
+        if length > loaded.model.config.length:
+            raise ConfigError(f"--length {length} is longer than the model's length {loaded.model.config.length}")
+        return loaded.model, loaded.schedule, loaded.device, loaded.precision, model, length
     target = pick_device(device)
-    precision = resolve_precision(dtype, target.type)
-    built = benchmark.random_model(size, attention).to(target).eval()
-    return built, get_schedule("loglinear"), target, precision, f"{size} (random weights)"
+    resolved = resolve_precision(precision, target.type)
+    built = RADD(benchmark.size_config(size, length=length)).to(target).eval()
+    return built, get_schedule("loglinear"), target, resolved, f"{size} (random weights)", built.config.length
 
 
 def _steps_list(text: str) -> list[int]:
@@ -52,8 +53,7 @@ def _steps_list(text: str) -> list[int]:
     return values
 
 
-def _check_outputs(length: int | None, json_path: Path | None, plot: Path | None = None) -> None:
-    check_length(length)
+def _check_outputs(json_path: Path | None, plot: Path | None = None) -> None:
     check_writable(json_path, "--json")
     check_writable(plot, "--plot")
 
@@ -66,7 +66,7 @@ def _write_json(path: Path | None, payload: dict) -> None:
 
 def bench_sample(
     model: ModelChoice = None,
-    size: SizeChoice = "tiny",
+    size: SizeChoice = Size.tiny,
     steps: Annotated[str, typer.Option("--steps", help="Step counts to sweep, comma-separated.")] = "64,256,1024",
     batch_size: BatchSizeOption = 16,
     length: LengthOption = None,
@@ -74,10 +74,12 @@ def bench_sample(
         bool,
         typer.Option("--reference", help="Also time the all-positions-every-step sampler (the published code's way)."),
     ] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    repeats: Annotated[int, typer.Option("--repeats", help="Time each setting this often; report the median.")] = 3,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed.")] = 0,
+    repeats: Annotated[
+        int, typer.Option("--repeats", min=1, help="Time each setting this often; report the median.")
+    ] = 3,
     device: DeviceOption = "auto",
-    dtype: DtypeOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Write NFE and time against steps to this PNG.")
@@ -85,11 +87,8 @@ def bench_sample(
 ) -> None:
     """Sampling with the cache on and off: NFE measured vs E-NFE, time, tokens/s, speedups."""
     step_counts = _steps_list(steps)
-    if repeats < 1:
-        raise ConfigError("--repeats must be at least 1")
-    _check_outputs(length, json_path, plot)
-    network, schedule, target, precision, label = _model(model, size, device, dtype)
-    length = length if length is not None else network.config.length
+    _check_outputs(json_path, plot)
+    network, schedule, target, precision, label, length = _model(model, size, length, device, precision)
     rows = benchmark.bench_sample(
         network,
         schedule,
@@ -170,45 +169,53 @@ def _plot(rows, path: Path) -> None:
 
 def bench_train(
     model: ModelChoice = None,
-    size: SizeChoice = "tiny",
+    size: SizeChoice = Size.tiny,
     batch_size: BatchSizeOption = 32,
+    accumulation: Annotated[int, typer.Option("--accumulation", min=1, help="Micro-batches per step.")] = 1,
     length: LengthOption = None,
-    steps: Annotated[int, typer.Option("--steps", help="Timed optimizer steps.")] = 10,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps first (compilation, caches).")] = 3,
-    loss: Annotated[str, typer.Option("--loss", help="Training objective.")] = "lambda_DCE",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Timed optimizer steps.")] = 10,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed steps first (compilation, caches).")] = 3,
+    loss: Annotated[TrainingLoss, typer.Option("--loss", help="Training objective.")] = TrainingLoss.lambda_DCE,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    attention: Annotated[str, typer.Option("--attention", help="sdpa or flash (random-weight sizes).")] = "sdpa",
+    attention: Annotated[Attention, typer.Option("--attention", help="Attention kernel.")] = Attention.sdpa,
     device: DeviceOption = "auto",
-    dtype: DtypeOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
 ) -> None:
-    """One training step (objective, backward, clip, fused AdamW): time, tokens/s, peak memory, MFU on GPU."""
-    if steps < 1 or warmup < 0:
-        raise ConfigError("--steps must be at least 1 and --warmup at least 0")
-    _check_outputs(length, json_path)
-    network, schedule, target, precision, label = _model(model, size, device, dtype, attention)
-    length = length if length is not None else network.config.length
-    result = benchmark.bench_train(
-        network,
-        schedule,
-        batch_size=batch_size,
-        length=length,
-        steps=steps,
-        warmup=warmup,
-        loss=loss,
-        device=target,
-        precision=precision,
+    """`radd train`'s own step (objective, backward, clip, AdamW, EMA through accelerate): time, tokens/s,
+    peak memory, MFU on GPU."""
+    _check_outputs(json_path)
+    training = TrainingSection(
+        loss_type=loss, batch_size=batch_size, accumulation=accumulation, warmup_steps=0, mixed_precision=precision,
         compile=compile,
     )
-    if target.type == "cuda":
-        result.peak_tflops = benchmark.matmul_peak_tflops(target)
+    target = pick_device(device)
+    resolve_precision(precision, target.type)
+    if model is not None:
+        bundle = load(model, attention=attention, with_tokenizer=False)
+        config, weights, label = bundle.model.config, bundle.model.state_dict(), model
+    else:
+        config, weights, label = benchmark.size_config(size, attention, length), None, f"{size} (random weights)"
+    if length is not None and model is not None and length > config.length:
+        raise ConfigError(f"--length {length} is longer than the model's length {config.length}")
+    shape = shape_values(config) | {"length": length or config.length, "dropout": 0.0}
+    recipe = Recipe(model=ModelShape(**shape), training=training)
+    runtime = build_runtime(precision, cpu=target.type == "cpu")
+    result, network = benchmark.bench_train(
+        recipe, runtime, config.vocab_size, steps=steps, warmup=warmup, weights=weights
+    )
+    if runtime.device.type == "cuda":
+        result.peak_tflops = benchmark.matmul_peak_tflops(runtime.device)
         result.mfu = result.achieved_tflops / result.peak_tflops
     table = Table(
-        title=f"radd bench train: {label}, batch {batch_size} × {length}, {loss}, on {target}", show_header=False
+        title=f"radd bench train: {label}, batch {batch_size} × {recipe.model.length}, {loss}, on {runtime.device}",
+        show_header=False,
     )
     table.add_row("step", f"{result.step_seconds * 1e3:.1f} ms")
     table.add_row("throughput", f"{result.tokens_per_second:,.0f} tokens/s")
-    table.add_row("peak memory", f"{result.peak_memory_gb:.2f} GB" + (" (process RSS)" if target.type == "cpu" else ""))
+    table.add_row(
+        "peak memory", f"{result.peak_memory_gb:.2f} GB" + (" (process RSS)" if runtime.device.type == "cpu" else "")
+    )
     table.add_row(
         "model FLOPs",
         f"{result.achieved_tflops:.2f} TFLOP/s"
@@ -225,7 +232,8 @@ def bench_train(
             "benchmark": "train",
             "model": label,
             "compile": compile,
-            **benchmark.environment(target, precision, network),
+            "accumulation": accumulation,
+            **benchmark.environment(runtime.device, runtime.precision, network),
             **vars(result),
         },
     )
@@ -233,21 +241,18 @@ def bench_train(
 
 def bench_eval(
     model: ModelChoice = None,
-    size: SizeChoice = "tiny",
+    size: SizeChoice = Size.tiny,
     batch_size: BatchSizeOption = 16,
     length: LengthOption = None,
-    batches: Annotated[int, typer.Option("--batches", help="Timed batches.")] = 10,
-    loss: Annotated[str, typer.Option("--loss", help="Objective to time.")] = "lambda_DCE",
+    batches: Annotated[int, typer.Option("--batches", min=1, help="Timed batches.")] = 10,
+    loss: Annotated[Loss, typer.Option("--loss", help="Objective to time.")] = Loss.lambda_DCE,
     device: DeviceOption = "auto",
-    dtype: DtypeOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
 ) -> None:
     """Forward time per batch and tokens/s of the Monte-Carlo objective."""
-    if batches < 1:
-        raise ConfigError("--batches must be at least 1")
-    _check_outputs(length, json_path)
-    network, schedule, target, precision, label = _model(model, size, device, dtype)
-    length = length if length is not None else network.config.length
+    _check_outputs(json_path)
+    network, schedule, target, precision, label, length = _model(model, size, length, device, precision)
     result = benchmark.bench_eval(
         network,
         schedule,

@@ -9,7 +9,7 @@ import typer
 
 from radd_cli.console import out
 from radd_cli.errors import RaddError
-from radd_cli.model import RADD
+from radd_cli.pretrained import load, save
 
 
 def convert(
@@ -25,14 +25,14 @@ def convert(
         raise RaddError(f"{destination} is a file; give a folder to write the model to")
     if destination.is_dir() and any(destination.iterdir()) and not force:
         raise RaddError(f"{destination} is not empty; pass --force to write into it anyway")
-    model = RADD.from_pretrained(source, ema=not no_ema)
-    model.save_pretrained(destination)
-    config = model.config
-    parameters = sum(p.numel() for p in model.parameters())
+    bundle = load(source, ema=not no_ema, with_tokenizer=False)
+    save(bundle.model, destination, noise=bundle.noise, tokenizer=bundle.tokenizer_source)
+    config = bundle.model.config
+    parameters = sum(p.numel() for p in bundle.model.parameters())
     out.print(
-        f"Converted {model.extras['source']} → {destination}\n"
+        f"Converted {bundle.source} → {destination}\n"
         f"  {parameters / 1e6:.1f}M parameters: d={config.hidden_size}, heads={config.n_heads}, "
         f"blocks={config.n_blocks}, V={config.vocab_size}, L={config.length}; "
-        f"noise {model.extras['noise'].get('type')}; tokenizer {model.extras['tokenizer']}",
+        f"noise {bundle.noise.get('type')}; tokenizer {bundle.tokenizer_source}",
         highlight=False,
     )

@@ -14,20 +14,19 @@ from rich.table import Table
 
 from radd_cli import data
 from radd_cli.commands.options import (
+    MAX_SEED,
     BatchSizeOption,
     DeviceOption,
-    DtypeOption,
     JsonOption,
-    SeedOption,
-    check_length,
+    PrecisionOption,
     check_writable,
 )
 from radd_cli.console import err, out, progress_bar
 from radd_cli.errors import ConfigError, DataError
 from radd_cli.evaluation import DEFAULT_MC_SAMPLES, PerplexityReport, evaluate_perplexity
 from radd_cli.inference import load_for_inference
-from radd_cli.losses import LOSSES
-from radd_cli.runtime import build_runtime, launched_as_one_of_many, relaunch_on_gpus
+from radd_cli.losses import Loss
+from radd_cli.runtime import Precision, build_runtime, launched_as_one_of_many, relaunch_on_gpus
 
 
 def evaluate(
@@ -39,21 +38,24 @@ def evaluate(
     split: Annotated[
         Optional[str], typer.Option("--split", help="Default: test (openwebtext: validation; local: all).")
     ] = None,
-    length: Annotated[Optional[int], typer.Option("--length", help="Block length (default: the model's).")] = None,
+    length: Annotated[
+        Optional[int], typer.Option("--length", min=1, help="Block length (default: the model's).")
+    ] = None,
     batch_size: BatchSizeOption = 16,
-    loss: Annotated[str, typer.Option("--loss", help=f"One of {', '.join(LOSSES)}.")] = "lambda_DCE",
+    loss: Annotated[Loss, typer.Option("--loss", help="The objective (ar_* are exact, L calls per block).")] = Loss.lambda_DCE,
     mc_samples: Annotated[
-        int, typer.Option("--mc-samples", help=f"Monte-Carlo draws per block (published: {DEFAULT_MC_SAMPLES}).")
+        int,
+        typer.Option("--mc-samples", min=1, help=f"Monte-Carlo draws per block (published: {DEFAULT_MC_SAMPLES})."),
     ] = DEFAULT_MC_SAMPLES,
     target_se: Annotated[
         Optional[float],
         typer.Option("--target-se", help="Stop adding draws once the standard error of NLL/token is below this."),
     ] = None,
-    seed: SeedOption = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the Monte-Carlo draws.")] = 0,
     json_path: JsonOption = None,
     device: DeviceOption = "auto",
-    dtype: DtypeOption = "auto",
-    gpus: Annotated[int, typer.Option("--gpus", help="GPUs of this machine to shard the blocks over.")] = 1,
+    precision: PrecisionOption = Precision.auto,
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs of this machine to shard the blocks over.")] = 1,
     cache_dir: Annotated[str, typer.Option("--cache-dir", help="Where tokenized data is cached.")] = "~/.cache/radd",
     samples: Annotated[
         Optional[Path], typer.Option("--samples", help="A .jsonl from radd sample, for generative quality.")
@@ -72,7 +74,6 @@ def evaluate(
         return _generative(samples, judge, batch_size, device, json_path)
     if model is None or dataset is None:
         raise ConfigError("give --model and --dataset (or --samples and --judge); see radd eval --help")
-    check_length(length)
     check_writable(json_path, "--json")
     if gpus > 1 and not launched_as_one_of_many():
         raise typer.Exit(relaunch_on_gpus(gpus, sys.argv[1:]))
@@ -88,7 +89,7 @@ def evaluate(
         seed,
         json_path,
         device,
-        dtype,
+        precision,
         cache_dir,
     )
 
@@ -101,10 +102,10 @@ def default_split(dataset: str) -> str:
 
 
 def _perplexity(
-    model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device, dtype, cache_dir
+    model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device, precision, cache_dir
 ) -> None:
-    runtime = build_runtime(dtype, cpu=device == "cpu") if launched_as_one_of_many() else None
-    loaded = load_for_inference(model, str(runtime.device) if runtime else device, dtype)
+    runtime = build_runtime(precision, cpu=device == "cpu") if launched_as_one_of_many() else None
+    loaded = load_for_inference(model, str(runtime.device) if runtime else device, precision)
     split = split or default_split(dataset)
     length = length if length is not None else loaded.model.config.length
     if length > loaded.model.config.length:
@@ -144,7 +145,7 @@ def _perplexity(
             "target_se": target_se,
             "batch_size": batch_size,
             "device": str(loaded.device),
-            "precision": loaded.precision,
+            "precision": str(loaded.precision),
             "torch": torch.__version__,
         }
         json_path.write_text(json.dumps(settings | report.to_dict(), indent=2) + "\n")
@@ -170,7 +171,7 @@ def _print_report(report: PerplexityReport, model: str, dataset: str, split: str
 
 
 def _generative(samples: Path, judge: str, batch_size: int, device: str, json_path: Path | None) -> None:
-    from radd_cli.generative import generative_metrics, load_judge
+    from radd_cli.sample_quality import generative_metrics, load_judge
     from radd_cli.runtime import pick_device
 
     texts, token_ids = read_samples(samples)

@@ -1,4 +1,8 @@
-"""Option types shared by several commands: one definition and one help text each."""
+"""Option types shared by several commands: one definition and one help text each.
+
+Choices are the library's own Choice enums, so `--help` lists the allowed values and Typer refuses
+anything else at parse time, before a model, tokenizer or dataset is touched.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +11,40 @@ from typing import Annotated, Optional
 
 import typer
 
+from radd_cli.errors import ConfigError
+from radd_cli.runtime import Precision
+from radd_cli.sampling import MAX_STEPS, Method, StrategyName
+
+SEED_HELP = "Random seed; sample i uses seed + i, whatever the batch."
+MAX_SEED = 2**63 - 1
+
 ModelOption = Annotated[
     str, typer.Option("--model", "-m", help="radd export folder, published-layout folder, training run, or Hub id.")
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-DtypeOption = Annotated[
-    str,
-    typer.Option("--dtype", help="Trunk precision: auto (bf16 on GPUs that support it, fp32 on CPU), bf16, fp16, no."),
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option(
+        "--precision", "--dtype", help="Trunk precision: auto is bf16 on GPUs that support it, fp32 on the CPU."
+    ),
 ]
 JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")]
-SeedOption = Annotated[int, typer.Option("--seed", help="Random seed; sample i uses seed + i, whatever the batch.")]
+SeedOption = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help=SEED_HELP)]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per network call.")]
 
 # Sampling (radd sample, radd infill)
-NumSamplesOption = Annotated[int, typer.Option("--num-samples", "-n", help="How many sequences to draw.")]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", help="Sequences per network call.")]
-StepsOption = Annotated[Optional[int], typer.Option("--steps", help="Diffusion steps (default: the length).")]
-MethodOption = Annotated[str, typer.Option("--method", help="tweedie, euler, or ordered (one position per call).")]
+NumSamplesOption = Annotated[int, typer.Option("--num-samples", "-n", min=1, help="How many sequences to draw.")]
+StepsOption = Annotated[
+    Optional[int],
+    typer.Option("--steps", min=1, max=MAX_STEPS, help="Diffusion steps (default: the length)."),
+]
+MethodOption = Annotated[Method, typer.Option("--method", help="The sampler; ordered unmasks one position per call.")]
 OrderOption = Annotated[
     str, typer.Option("--order", help="For --method ordered: forward, backward, random, or a file of positions.")
 ]
 StrategyOption = Annotated[
-    Optional[str],
-    typer.Option("--strategy", help="direct, top_p or top_k (default: from --top-p/--top-k, else direct)."),
+    Optional[StrategyName],
+    typer.Option("--strategy", help="How tokens are drawn (default: from --top-p/--top-k, else direct)."),
 ]
 TopPOption = Annotated[
     Optional[float], typer.Option("--top-p", help="Nucleus sampling: keep the top tokens of this mass.")
@@ -46,16 +62,7 @@ OutputOption = Annotated[
 
 def check_writable(path: Path | None, option: str) -> None:
     """Refuse an output path whose folder does not exist, before any work is done."""
-    from radd_cli.errors import ConfigError
-
     if path is not None and not path.parent.is_dir():
         raise ConfigError(f"{option} {path}: the folder {path.parent} does not exist")
     if path is not None and path.is_dir():
         raise ConfigError(f"{option} {path} is a folder; give a file name")
-
-
-def check_length(length: int | None) -> None:
-    from radd_cli.errors import ConfigError
-
-    if length is not None and length < 1:
-        raise ConfigError(f"--length must be at least 1, got {length}")

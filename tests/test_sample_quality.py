@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from radd_cli.errors import DataError
-from radd_cli.generative import (
+from radd_cli.sample_quality import (
     GenerativeReport,
     distinct_n,
     generative_metrics,

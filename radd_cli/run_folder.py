@@ -1,6 +1,8 @@
-"""The run folder: resolved recipe, training checkpoints written atomically, and the final export.
+"""The run folder: resolved recipe, training checkpoints written atomically, the final export, and the
+lock that makes its training process the folder's only writer.
 
     runs/<name>/
+      .lock                   held (flock) by the process training in the folder; names it
       recipe.json             the resolved recipe this run was started with
       tokenizer/              a tokenizer trained for this run (tokenizer.name = "train")
       checkpoints/step_N/     model, optimizer, scheduler, RNG states, EMA and TrainState (accelerate)
@@ -18,9 +20,11 @@ import json
 import os
 import re
 import shutil
+import sys
+import time
 from pathlib import Path
 
-from radd_cli.errors import ConfigError
+from radd_cli.errors import ConfigError, RaddError
 from radd_cli.recipe import Recipe
 
 # Keys a resumed run may change: they do not alter what has been computed so far.
@@ -46,6 +50,39 @@ class RunFolder:
         self.samples = self.path / "samples"
         self.log_file = self.path / "train.log"
         self.metrics_file = self.path / "metrics.jsonl"
+        self.lock_file = self.path / ".lock"
+        self._lock = None
+
+    def lock(self) -> None:
+        """Become the folder's only writer, or fail at once naming the process that is.
+
+        The lock is an flock on `.lock`: the operating system drops it when its process ends, however
+        it ends (kill -9, power loss), so a stale `.lock` file never blocks the next run.
+        """
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_file, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RaddError(
+                f"{self.path} is in use by {holder}; wait for it to finish or stop it (one radd train per run folder)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"radd train, pid {os.getpid()}, started {started}: {' '.join(sys.argv)}\n")
+        handle.flush()
+        self._lock = handle
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
 
     def complete_checkpoints(self) -> list[tuple[int, Path]]:
         if not self.checkpoints.is_dir():
@@ -95,7 +132,7 @@ class RunFolder:
             shutil.rmtree(temporary, ignore_errors=True)
             temporary.mkdir(parents=True)
         runtime.barrier()
-        runtime.accelerator.save_state(str(temporary))
+        runtime.save_state(str(temporary))
         runtime.barrier()
         if runtime.is_main:
             if final.exists():

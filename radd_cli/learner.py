@@ -1,0 +1,146 @@
+"""One optimizer step of RADD training, the code `radd train` runs and `radd bench train` times.
+
+A `Learner` owns the network, the optimizer, the learning-rate schedule and the weight EMA, all set up
+through the runtime (DDP, loss scaling, mixed precision). `step(blocks)` takes the global batch of one
+step, gives each process its share in micro-batches (gradient accumulation), and applies the
+objective, backward, clipping, the optimizer and the EMA. Every step's randomness (masking draws,
+dropout) is seeded from (seed, step, process), so a resumed run reaches the same state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from radd_cli.errors import ConfigError
+from radd_cli.losses import LOSSES
+from radd_cli.masking import seed_for
+from radd_cli.model import RADD, ModelConfig
+from radd_cli.optim import build_optimizer, build_scheduler
+from radd_cli.recipe import Recipe
+from radd_cli.runtime import Precision, Runtime
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # batches processed, skipped ones included
+    blocks_seen: int = 0  # the data position: blocks consumed from the BlockOrder
+    optimizer_steps: int = 0
+    skipped_nonfinite: int = 0
+    nonfinite_in_a_row: int = 0
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class EMA:
+    """Exponential moving average of the parameters, in the published format (docs/model-files.md)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay, self.num_updates = decay, 0
+        self.shadow_params = [p.detach().float().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self, parameters) -> None:
+        self.num_updates += 1
+        decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))  # short warm-up
+        torch._foreach_lerp_(self.shadow_params, [p.detach().float() for p in parameters], 1 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: torch.nn.Module) -> None:
+        for shadow, parameter in zip(self.shadow_params, model.parameters()):
+            parameter.copy_(shadow)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "num_updates": self.num_updates, "shadow_params": self.shadow_params}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay, self.num_updates = state["decay"], state["num_updates"]
+        for shadow, saved in zip(self.shadow_params, state["shadow_params"]):
+            shadow.copy_(saved)
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean objective over the global batch, nats per sequence
+    applied: bool  # False when the loss or gradient was not finite and the update was skipped
+
+
+class Learner:
+    """The network, optimizer, schedule and EMA of a run, and its optimizer step."""
+
+    def __init__(self, recipe: Recipe, runtime: Runtime, vocab_size: int):
+        training = recipe.training
+        self.recipe, self.runtime, self.training = recipe, runtime, training
+        runtime.require_data_parallel()
+        if training.batch_size % (training.accumulation * runtime.world_size):
+            raise ConfigError(
+                f"training.batch_size ({training.batch_size}) must be a multiple of training.accumulation × "
+                f"processes ({training.accumulation} × {runtime.world_size})"
+            )
+        self.micro_batch = training.batch_size // (training.accumulation * runtime.world_size)
+        self.schedule = recipe.noise.schedule()
+        self.objective = LOSSES[training.loss_type]
+        config = ModelConfig.of(recipe.model, vocab_size)
+        torch.manual_seed(training.seed)
+        model = RADD(config).to(runtime.device)
+        self.eval_model = RADD(config).to(runtime.device).eval()  # holds the EMA weights for evaluation
+        self.ema = EMA(model, training.ema)
+        self.state = TrainState()
+        optimizer = build_optimizer(model, training, runtime.device)
+        # Stepped here once per optimizer step: accelerate's wrapper would step it once per process
+        # (it assumes per-process batches, and batch_size is global).
+        self.scheduler = build_scheduler(optimizer, training)
+        if training.compile:
+            model = torch.compile(model)
+        self.model, self.optimizer = runtime.prepare(model, optimizer)
+        runtime.register_for_checkpointing(self.state, self.ema, self.scheduler)
+
+    @property
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def step(self, blocks: np.ndarray) -> StepResult:
+        """One optimizer step over the global batch `blocks` (batch_size, L) of token ids."""
+        rt, state, training = self.runtime, self.state, self.training
+        torch.manual_seed(seed_for(training.seed, state.step, rt.rank, 1))  # dropout
+        self.model.train()
+        total = torch.zeros((), dtype=torch.float64, device=rt.device)
+        for micro in range(training.accumulation):
+            first = (micro * rt.world_size + rt.rank) * self.micro_batch
+            x0 = torch.as_tensor(np.asarray(blocks[first : first + self.micro_batch]).astype(np.int64)).to(rt.device)
+            generator = torch.Generator(rt.device).manual_seed(seed_for(training.seed, state.step, rt.rank, micro, 2))
+            with rt.no_sync(self.model, sync=micro == training.accumulation - 1):  # prepare() added autocast
+                loss = self.objective(self.model, x0, self.schedule, generator=generator).mean()
+                rt.backward(loss / training.accumulation)
+            total += loss.detach() / training.accumulation
+        finite = bool(torch.isfinite(total))
+        if training.grad_clip > 0:
+            norm = rt.clip_grad_norm(self.model.parameters(), training.grad_clip)
+            finite = finite and bool(torch.isfinite(norm))
+        finite = not rt.any(not finite)  # every process takes the same decision
+        if finite or rt.precision == Precision.fp16:  # the loss scaler must see every step to keep its state
+            finite = rt.optimizer_step(self.optimizer)
+        if finite:
+            self.scheduler.step()
+            self.ema.update(self.model.parameters())
+            state.optimizer_steps += 1
+            state.nonfinite_in_a_row = 0
+        else:
+            state.skipped_nonfinite += 1
+            state.nonfinite_in_a_row += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.blocks_seen += training.batch_size
+        return StepResult(float(rt.sum(total[None]).item() / rt.world_size), finite)
+
+    def ema_model(self) -> RADD:
+        """The evaluation copy of the network, holding the current EMA weights."""
+        self.ema.copy_to(self.eval_model)
+        return self.eval_model

@@ -1,0 +1,147 @@
+"""Samplers (docs/sampling.md): one `SamplingConfig` in, sequences and their network calls out.
+
+    config = SamplingConfig(method="tweedie", steps=256, strategy=Strategy("top_p", top_p=0.9))
+    result = generate(model, schedule, config, num_samples=8, length=128, seeds=range(8))
+
+Every sampler is a class registered by name (`radd_cli.sampling.engine.register`) and runs on one
+lockstep engine; `Method` lists them for the CLI and the recipes. `sample(model, schedule, **kwargs)`
+is the same with the settings as keywords.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from radd_cli.errors import ConfigError
+from radd_cli.sampling import planned  # noqa: F401  (registers tweedie, euler, ordered)
+from radd_cli.sampling.config import MAX_STEPS, OrderName, SamplingConfig
+from radd_cli.sampling.engine import (
+    SAMPLERS,
+    NonFiniteOutput,
+    Rows,
+    Sampler,
+    SampleResult,
+    model_device,
+    register,
+    resolve_seeds,
+    run,
+    template_tokens,
+)
+from radd_cli.sampling.nfe import expected_nfe, nfe_standard_deviation, unmask_step_distribution
+from radd_cli.sampling.reference import sample_all_positions
+from radd_cli.sampling.strategy import Strategy, StrategyName, draw_categorical
+from radd_cli.schedule import Schedule
+from radd_cli.scoring import vocabulary
+from radd_cli.validation import choices_of
+
+Method = choices_of("Method", SAMPLERS, __name__)
+
+__all__ = [
+    "MAX_STEPS",
+    "Method",
+    "NonFiniteOutput",
+    "OrderName",
+    "Rows",
+    "SAMPLERS",
+    "SampleResult",
+    "Sampler",
+    "SamplingConfig",
+    "Strategy",
+    "StrategyName",
+    "draw_categorical",
+    "expected_nfe",
+    "generate",
+    "make_sampler",
+    "nfe_standard_deviation",
+    "register",
+    "sample",
+    "sample_all_positions",
+    "unmask_step_distribution",
+]
+
+
+def make_sampler(model: nn.Module, schedule: Schedule, config: SamplingConfig, length: int) -> Sampler:
+    vocab_size, mask_id = vocabulary(model)
+    return SAMPLERS[config.method](config, schedule, vocab_size, mask_id, length)
+
+
+def generate(
+    model: nn.Module,
+    schedule: Schedule,
+    config: SamplingConfig,
+    *,
+    num_samples: int,
+    length: int,
+    template: torch.Tensor | None = None,
+    seeds=None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[float, int], None] | None = None,
+) -> SampleResult:
+    """Draw `num_samples` sequences of `length` tokens as `config` says.
+
+    `template` (L,) holds token ids at fixed positions and mask_id at free ones; only free positions
+    are sampled. `seeds` gives each sample its own seed (reproducible alone, whatever the batch);
+    otherwise the seeds are drawn from `generator` (or torch's global one). At most `batch_size` rows
+    share a network call. `progress(done, total)` is called after each call, in samples.
+    """
+    problems = [f"{name} must be at least 1, got {value}" for name, value in (("num_samples", num_samples), ("length", length)) if value < 1]
+    if batch_size is not None and batch_size < 1:
+        problems.append(f"batch_size must be at least 1, got {batch_size}")
+    if problems:
+        raise ConfigError(problems)
+    vocab_size, mask_id = vocabulary(model)
+    start = template_tokens(template, length, mask_id, vocab_size)
+    seeds = resolve_seeds(seeds, num_samples, generator)
+    sampler = make_sampler(model, schedule, config, length)
+    device = torch.device(device) if device is not None else model_device(model)
+    return run(model, sampler, start, seeds, batch_size=batch_size or num_samples, device=device, progress=progress)
+
+
+def sample(
+    model: nn.Module,
+    schedule: Schedule,
+    *,
+    num_samples: int,
+    length: int,
+    steps: int | None = None,
+    method: str = "tweedie",
+    strategy: str = "direct",
+    top_p: float | None = None,
+    top_k: int | None = None,
+    temperature: float = 1.0,
+    cache: bool = True,
+    template: torch.Tensor | None = None,
+    order=None,
+    generator: torch.Generator | None = None,
+    seeds=None,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[float, int], None] | None = None,
+) -> SampleResult:
+    """`generate` with the settings as keywords: method, steps, strategy/top_p/top_k/temperature, cache,
+    and `order` (for `ordered`: forward, backward, random, or the positions (L,) or (N, L))."""
+    config = SamplingConfig(
+        method=method,
+        steps=steps,
+        strategy=Strategy(strategy, top_p, top_k, temperature),
+        order="forward" if order is None else order,
+        cache=cache,
+    )
+    return generate(
+        model,
+        schedule,
+        config,
+        num_samples=num_samples,
+        length=length,
+        template=template,
+        seeds=seeds,
+        generator=generator,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )

@@ -1,0 +1,253 @@
+"""The lockstep engine every sampler runs on: rows advance independently, one network call at a time.
+
+A sampler says, for each row, which positions the next network call scores (`query`) and what to do
+with the log-probabilities that come back (`update`). The engine puts the queries of all running rows
+into one call, counts what each row costs (its NFE), retires finished rows and refills the batch with
+new ones, so a batch never waits for its slowest row. Each row draws its randomness from its own
+generator, seeded from the sample's seed, so a sample does not depend on the rows it ran beside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from radd_cli.errors import ConfigError, RaddError
+from radd_cli.schedule import Schedule
+from radd_cli.scoring import log_probs_at
+
+SEED_LIMIT = 2**64  # torch generators take seeds in [0, 2^64)
+
+
+class NonFiniteOutput(RaddError):
+    """The network returned NaN or +inf log-probabilities: its weights are broken."""
+
+
+@dataclass
+class Rows:
+    """The rows being sampled: tensors with a leading row dimension, so rows can join and leave."""
+
+    tokens: torch.Tensor  # (B, L) long: current tokens, mask_id where still masked
+    free: torch.Tensor  # (B, L) bool: the positions the sampler fills (a template's free positions)
+    nfe: torch.Tensor  # (B,) long: network calls this row has cost
+    index: list[int]  # which sample each row is
+    generators: list[torch.Generator]  # each row's own random stream, on the CPU
+    state: dict[str, torch.Tensor] = field(default_factory=dict)  # the sampler's per-row tensors, (B, ...)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def select(self, keep: torch.Tensor) -> Rows:
+        """The rows where the bool (B,) `keep` is true."""
+        flags = keep.tolist()
+        return Rows(
+            self.tokens[keep],
+            self.free[keep],
+            self.nfe[keep],
+            [i for i, kept in zip(self.index, flags) if kept],
+            [g for g, kept in zip(self.generators, flags) if kept],
+            {name: value[keep] for name, value in self.state.items()},
+        )
+
+    @staticmethod
+    def concat(parts: list[Rows]) -> Rows:
+        parts = [part for part in parts if len(part)]
+        if len(parts) == 1:
+            return parts[0]
+        return Rows(
+            torch.cat([p.tokens for p in parts]),
+            torch.cat([p.free for p in parts]),
+            torch.cat([p.nfe for p in parts]),
+            [i for p in parts for i in p.index],
+            [g for p in parts for g in p.generators],
+            {name: torch.cat([p.state[name] for p in parts]) for name in parts[0].state},
+        )
+
+    def uniforms(self, *shape: int) -> torch.Tensor:
+        """Float64 uniforms (B, *shape): the next draws of each row's own generator, on the rows' device."""
+        drawn = [torch.rand(shape, generator=g, dtype=torch.float64) for g in self.generators]
+        return torch.stack(drawn).to(self.tokens.device)
+
+
+@dataclass
+class Query:
+    """The inputs of one network call for a sampler's rows."""
+
+    rows: torch.Tensor  # (q,) long: which row of the Rows each input belongs to (its NFE goes up by one)
+    tokens: torch.Tensor  # (q, L)
+    where: torch.Tensor  # (q, L) bool: the positions whose log-probs are wanted
+
+    @classmethod
+    def every_row(cls, rows: Rows, where: torch.Tensor) -> Query:
+        return cls(torch.arange(len(rows), device=rows.tokens.device), rows.tokens, where)
+
+
+class Sampler:
+    """One sampling method. Subclass it, set `name`, and decorate the class with `@register`."""
+
+    name: ClassVar[str] = ""
+    takes_order: ClassVar[bool] = False  # whether SamplingConfig.order means anything to it
+
+    def __init__(self, config, schedule: Schedule, vocab_size: int, mask_id: int, length: int):
+        self.config, self.schedule = config, schedule
+        self.vocab_size, self.mask_id, self.length = vocab_size, mask_id, length
+        self.steps = config.steps if config.steps is not None else length
+
+    def start(self, rows: Rows) -> None:
+        """Fill `rows.state` for rows that were just created (their generators are fresh)."""
+
+    def query(self, rows: Rows) -> Query:
+        raise NotImplementedError
+
+    def update(self, rows: Rows, query: Query, log_probs: torch.Tensor) -> None:
+        """Act on the float32 log-probs (n, V) of the query's positions (row-major)."""
+        raise NotImplementedError
+
+    def finished(self, rows: Rows) -> torch.Tensor:
+        """(B,) bool: rows that need no more network calls."""
+        raise NotImplementedError
+
+    def expected_nfe(self, free: int) -> float | None:
+        """Expected network calls for a sequence with `free` positions to fill, when known in advance."""
+        return None
+
+
+SAMPLERS: dict[str, type[Sampler]] = {}
+
+
+def register(cls: type[Sampler]) -> type[Sampler]:
+    """Class decorator: make `cls` available as `--method cls.name`."""
+    SAMPLERS[cls.name] = cls
+    return cls
+
+
+@dataclass
+class SampleResult:
+    tokens: torch.Tensor  # (N, L) int64, on the CPU
+    nfe_per_sample: torch.Tensor  # (N,) network evaluations of each sequence
+
+    @property
+    def nfe(self) -> float:
+        """Mean network evaluations per sequence."""
+        return float(self.nfe_per_sample.double().mean())
+
+
+def advance(model: nn.Module, groups: list[tuple[Sampler, Rows]]) -> None:
+    """One network call for every row of every (sampler, rows) group (all of one length)."""
+    queries = [sampler.query(rows) for sampler, rows in groups]
+    if sum(len(query.rows) for query in queries) == 0:
+        return
+    if len(queries) == 1:
+        log_probs = [log_probs_at(model, queries[0].tokens, queries[0].where)]  # (n, V)
+    else:
+        tokens = torch.cat([query.tokens for query in queries])
+        where = torch.cat([query.where for query in queries])
+        log_probs = log_probs_at(model, tokens, where).split([int(query.where.sum()) for query in queries])
+    for (sampler, rows), query, part in zip(groups, queries, log_probs):
+        if part.numel() and not torch.isfinite(part.max()):
+            raise NonFiniteOutput(
+                "the model produced NaN or infinite log-probabilities; its weights are broken (check the "
+                "checkpoint, or retrain from an earlier one)"
+            )
+        sampler.update(rows, query, part)
+        rows.nfe.index_add_(0, query.rows, torch.ones_like(query.rows))
+
+
+def new_rows(template: torch.Tensor, seeds: list[int], index: list[int], mask_id: int, device) -> Rows:
+    """Rows that start from `template` (L,), one per seed."""
+    tokens = template.to(device).repeat(len(seeds), 1)
+    return Rows(
+        tokens,
+        tokens == mask_id,
+        torch.zeros(len(seeds), dtype=torch.long, device=device),
+        list(index),
+        [torch.Generator().manual_seed(seed) for seed in seeds],
+    )
+
+
+def run(
+    model: nn.Module,
+    sampler: Sampler,
+    template: torch.Tensor,
+    seeds: list[int],
+    *,
+    batch_size: int,
+    device: torch.device,
+    progress: Callable[[float, int], None] | None = None,
+) -> SampleResult:
+    """Sample one sequence per seed from `template`, at most `batch_size` rows per network call."""
+    num_samples, length = len(seeds), template.shape[0]
+    tokens = torch.empty(num_samples, length, dtype=torch.long)
+    nfe = torch.zeros(num_samples, dtype=torch.long)
+    running, waiting, done = None, 0, 0
+    with torch.inference_mode():
+        while True:
+            room = batch_size - (len(running) if running is not None else 0)
+            if room > 0 and waiting < num_samples:
+                joining = list(range(waiting, min(num_samples, waiting + room)))
+                fresh = new_rows(template, [seeds[i] for i in joining], joining, sampler.mask_id, device)
+                sampler.start(fresh)
+                running = fresh if running is None else Rows.concat([running, fresh])
+                waiting = joining[-1] + 1
+            if running is None or len(running) == 0:
+                break
+            advance(model, [(sampler, running)])
+            finished = sampler.finished(running)
+            if finished.any():
+                leaving = running.select(finished)
+                tokens[leaving.index] = leaving.tokens.cpu()
+                nfe[leaving.index] = leaving.nfe.cpu()
+                done += len(leaving)
+                running = running.select(~finished)
+            if progress is not None:
+                progress(done + decoded_fraction(running, sampler.mask_id), num_samples)
+    return SampleResult(tokens, nfe)
+
+
+def decoded_fraction(rows: Rows | None, mask_id: int) -> float:
+    """Σ over rows of the share of their free positions already decoded (for progress bars)."""
+    if rows is None or len(rows) == 0:
+        return 0.0
+    decoded = (rows.free & (rows.tokens != mask_id)).sum(dim=1).double()
+    return float((decoded / rows.free.sum(dim=1).clamp(min=1)).sum())
+
+
+def resolve_seeds(seeds, num_samples: int, generator: torch.Generator | None) -> list[int]:
+    """One seed per sample: the given ones (checked), or drawn from `generator` (or torch's global one)."""
+    if seeds is None:
+        source = generator.device if generator is not None else "cpu"
+        return torch.randint(0, 2**62, (num_samples,), generator=generator, device=source).tolist()
+    seeds = list(seeds)
+    if len(seeds) != num_samples:
+        raise ConfigError(f"{len(seeds)} seeds for {num_samples} samples; give one seed per sample")
+    bad = [seed for seed in seeds if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT]
+    if bad:
+        raise ConfigError(f"seeds must be whole numbers in 0..2^64-1, got {bad[0]!r}")
+    return seeds
+
+
+def template_tokens(template, length: int, mask_id: int, vocab_size: int) -> torch.Tensor:
+    """The (L,) starting tokens: the template (fixed ids, mask_id at free positions) or all masks."""
+    if template is None:
+        return torch.full((length,), mask_id, dtype=torch.long)
+    template = torch.as_tensor(template).cpu()
+    if template.is_floating_point() or template.dtype == torch.bool:
+        raise ConfigError("template ids must be whole numbers")
+    template = template.long()
+    if template.shape != (length,):
+        raise ConfigError(
+            f"the template has shape {tuple(template.shape)}; it must be ({length},), one id per position"
+        )
+    if ((template < 0) | (template > vocab_size)).any():
+        raise ConfigError(f"template ids must be in 0..{vocab_size - 1}, or {mask_id} for a free position")
+    if not (template == mask_id).any():
+        raise ConfigError("the template has no free position: nothing to sample")
+    return template
+
+
+def model_device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")

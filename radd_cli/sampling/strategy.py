@@ -1,0 +1,80 @@
+"""How a predicted distribution becomes the one drawn from, and the float64 categorical draw."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from radd_cli.errors import ConfigError
+from radd_cli.validation import Choice, limits, validate
+
+
+class StrategyName(Choice):
+    direct = "direct"  # the full distribution
+    top_p = "top_p"  # nucleus: the most likely tokens that hold top_p of the mass
+    top_k = "top_k"  # the k most likely tokens
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """Temperature, then top-k or top-p, applied to the model's log-probabilities."""
+
+    name: StrategyName = StrategyName.direct
+    top_p: float | None = field(default=None, metadata=limits(above=0.0, high=1.0))
+    top_k: int | None = field(default=None, metadata=limits(low=1))
+    temperature: float = field(default=1.0, metadata=limits(above=0.0))
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.name == StrategyName.top_p and self.top_p is None:
+            raise ConfigError("strategy top_p needs a top_p value in (0, 1] (--top-p)")
+        if self.name == StrategyName.top_k and self.top_k is None:
+            raise ConfigError("strategy top_k needs a top_k value of at least 1 (--top-k)")
+        for name in (StrategyName.top_p, StrategyName.top_k):
+            if getattr(self, name.value) is not None and self.name != name:
+                raise ConfigError(
+                    f"{name}={getattr(self, name.value)} is given but the strategy is {self.name}; use strategy {name}"
+                )
+
+    @classmethod
+    def from_options(
+        cls, name: str | None, top_p: float | None, top_k: int | None, temperature: float = 1.0
+    ) -> Strategy:
+        """The strategy the command-line options describe; without a name, --top-p or --top-k picks it."""
+        if name is None:
+            if top_p is not None and top_k is not None:
+                raise ConfigError("give --top-p or --top-k, not both")
+            name = StrategyName.top_p if top_p is not None else StrategyName.top_k if top_k is not None else "direct"
+        return cls(name, top_p, top_k, temperature)
+
+    def probabilities(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """Float64 probabilities (n, V) to draw from, given the model's log-probs (n, V).
+
+        The largest log-prob is subtracted before dividing by the temperature, so a tiny temperature
+        gives the argmax instead of overflowing.
+        """
+        logits = log_probs.double()
+        logits = (logits - logits.max(dim=-1, keepdim=True).values) / self.temperature
+        if self.name == StrategyName.top_k and self.top_k < logits.shape[-1]:
+            kept = torch.zeros_like(logits, dtype=torch.bool)
+            kept.scatter_(-1, logits.topk(self.top_k, dim=-1).indices, True)
+            logits = logits.masked_fill(~kept, -torch.inf)
+        probs = logits.softmax(dim=-1)
+        if self.name == StrategyName.top_p and self.top_p < 1:
+            sorted_probs, indices = probs.sort(dim=-1, descending=True)
+            mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+            sorted_probs = sorted_probs.masked_fill(mass_before >= self.top_p, 0.0)  # keeps the top token
+            probs = torch.zeros_like(probs).scatter_(-1, indices, sorted_probs)
+            probs = probs / probs.sum(dim=-1, keepdim=True)
+        return probs
+
+    def to_dict(self) -> dict:
+        return {"strategy": self.name, "top_p": self.top_p, "top_k": self.top_k, "temperature": self.temperature}
+
+
+def draw_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Invert the float64 CDF of each row of `probs` (n, K) at the uniforms `u` (n,) in [0, 1)."""
+    cdf = probs.double().cumsum(dim=-1)  # (n, K)
+    target = u.double() * cdf[:, -1]
+    return torch.searchsorted(cdf, target[:, None], right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
