@@ -30,7 +30,7 @@ from radd_cli.sampling import Method, SamplingConfig
 from radd_cli.schedule import Schedule, ScheduleName, get_schedule, parameters
 from radd_cli.validation import limits, validate
 
-SHIPPED = "radd_cli.recipes"
+SHIPPED = "radd_cli.recipes"  # the top-level recipes/ folder, as installed
 
 
 class Section:
@@ -153,10 +153,18 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+def shipped_folder():
+    """Where the shipped recipes are: installed with the package, or the recipes/ folder of a source tree."""
+    try:
+        return resources.files(SHIPPED)
+    except ModuleNotFoundError:  # a source checkout or an editable install: the top-level folder itself
+        return Path(__file__).resolve().parents[1] / "recipes"
+
+
 def shipped_recipes() -> dict[str, str]:
     """Names of the shipped recipes → their description."""
     found = {}
-    for entry in sorted(resources.files(SHIPPED).iterdir(), key=lambda e: e.name):
+    for entry in sorted(shipped_folder().iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
             found[entry.name[: -len(".toml")]] = tomllib.loads(entry.read_text()).get("description", "")
     return found
@@ -167,7 +175,7 @@ def recipe_text(name_or_path: str) -> tuple[str, str]:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path.stem, path.read_text()
-    shipped = resources.files(SHIPPED) / f"{name_or_path}.toml"
+    shipped = shipped_folder() / f"{name_or_path}.toml"
     if not name_or_path.endswith(".toml") and shipped.is_file():
         return name_or_path, shipped.read_text()
     raise ConfigError(

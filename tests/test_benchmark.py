@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from radd_cli import benchmark
 from radd_cli.cli import app
-from radd_cli.model import ModelConfig
+from radd_cli.model import RADD, ModelConfig
 from radd_cli.schedule import get_schedule
 
 runner = CliRunner()
@@ -68,7 +68,7 @@ def test_bench_sample_table_and_json(tmp_path):
 
 
 def test_measured_nfe_is_within_a_statistical_bound_of_e_nfe():
-    model = benchmark.random_model("tiny")
+    model = RADD(ModelConfig(vocab_size=16, length=32, hidden_size=32, n_heads=4, n_blocks=1, dropout=0.0)).eval()
     schedule = get_schedule("loglinear")
     rows = benchmark.bench_sample(
         model,
@@ -85,13 +85,26 @@ def test_measured_nfe_is_within_a_statistical_bound_of_e_nfe():
     assert rows[1].nfe == 128
 
 
-def test_bench_train_and_eval_on_cpu(tmp_path):
+def test_bench_train_and_eval_on_cpu(tmp_path, monkeypatch):
+    from radd_cli.learner import Learner
+
+    steps_taken = []
+    real_step = Learner.step
+
+    def counted(self, blocks):  # bench train must time radd train's own step, not a copy of it
+        result = real_step(self, blocks)
+        steps_taken.append((blocks.shape, self.state.optimizer_steps, self.ema.num_updates))
+        return result
+
+    monkeypatch.setattr(Learner, "step", counted)
     result = run(
         "train",
         "--size",
         "tiny",
         "--batch-size",
         4,
+        "--accumulation",
+        2,
         "--length",
         16,
         "--steps",
@@ -104,9 +117,11 @@ def test_bench_train_and_eval_on_cpu(tmp_path):
         tmp_path / "t.json",
     )
     assert result.exit_code == 0, result.output
+    assert steps_taken == [((4, 16), 1, 1), ((4, 16), 2, 2), ((4, 16), 3, 3)]  # warm-up + timed, EMA updated
     report = json.loads((tmp_path / "t.json").read_text())
     assert report["tokens_per_second"] > 0 and report["step_seconds"] > 0 and report["peak_memory_gb"] > 0
     assert report["mfu"] is None and report["flops_per_token"] > 0 and report["device"] == "cpu"
+    assert report["accumulation"] == 2 and report["precision"] == "fp32" and report["length"] == 16
     result = run(
         "eval",
         "--size",

@@ -13,7 +13,7 @@ from radd_cli.model import RADD
 from radd_cli.pretrained import parameter_order
 from tests.cli_helpers import assert_clean_error
 from tests.conftest import TINY, randomized
-from tests.test_model import published_config
+from tests.test_pretrained import published_config
 
 runner = CliRunner()
 
@@ -111,15 +111,3 @@ def test_bad_sources_are_one_line_errors(tmp_path, training_run):
     (run_dir / ".hydra" / "config.yaml").write_text("model: [unclosed")
     assert_clean_error(run(run_dir, tmp_path / "i"), "is not valid YAML")
     assert not (tmp_path / "f").exists() or not any((tmp_path / "f").iterdir())
-
-
-def test_debug_variable_shows_the_traceback(tmp_path, monkeypatch):
-    monkeypatch.setenv("RADD_DEBUG", "1")
-    result = run(tmp_path / "missing", tmp_path / "a")
-    assert result.exit_code != 0 and "no such folder" in str(result.exception)
-
-
-def test_root_help_and_version():
-    assert "convert" in runner.invoke(app, ["--help"]).output
-    result = runner.invoke(app, ["--version"])
-    assert result.exit_code == 0 and result.output.startswith("radd ")

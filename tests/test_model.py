@@ -4,11 +4,10 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
-from radd_cli.errors import CheckpointError, ConfigError
+from radd_cli.errors import ConfigError
 from radd_cli.model import RADD, ModelConfig
-from radd_cli.pretrained import load, parameter_order
+from radd_cli.pretrained import parameter_order
 from tests.conftest import TINY
 
 
@@ -153,111 +152,3 @@ def test_flash_backend_without_flash_attn_is_a_clear_error():
         pytest.skip("flash-attn is installed here")
     with pytest.raises(ConfigError, match="flash-attn.*sdpa"):
         RADD(ModelConfig(vocab_size=16, length=8, hidden_size=32, n_heads=4, n_blocks=1, attention="flash"))
-
-
-def test_the_attention_backend_is_a_load_time_choice_not_part_of_the_files(tmp_path, tiny_model):
-    tiny_model.save_pretrained(tmp_path / "model")
-    assert "attention" not in json.loads((tmp_path / "model" / "config.json").read_text())["model"]
-    config = json.loads((tmp_path / "model" / "config.json").read_text())
-    config["model"]["attention"] = "flash"  # written by an older version: ignored on load
-    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
-    assert RADD.from_pretrained(tmp_path / "model").config.attention == "sdpa"
-
-
-def test_save_and_load_round_trip_exactly(tmp_path, tiny_model):
-    tiny_model.save_pretrained(tmp_path / "model", noise={"type": "geometric", "sigma_min": 1e-4, "sigma_max": 20.0})
-    bundle = load(tmp_path / "model", with_tokenizer=False)
-    loaded = bundle.model
-    assert loaded.config == tiny_model.config
-    for key, value in tiny_model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value), key
-    assert bundle.noise["type"] == "geometric" and bundle.schedule.name == "geometric"
-
-
-def published_config(config: ModelConfig) -> dict:
-    """A config.json in the published layout: the whole training config tree."""
-    return {
-        "ngpus": 8,
-        "tokens": config.vocab_size,
-        "training": {"batch_size": 512, "n_iters": 400001, "ema": 0.9999, "loss_type": "t_DCE"},
-        "data": {"train": "openwebtext", "valid": "wikitext103", "cache_dir": "data"},
-        "noise": {"type": "loglinear", "sigma_min": 1e-4, "sigma_max": 20},
-        "sampling": {"predictor": "analytic", "steps": 128},
-        "model": {
-            "name": "small",
-            "type": "ddit",
-            "hidden_size": config.hidden_size,
-            "cond_dim": 128,
-            "length": config.length,
-            "n_blocks": config.n_blocks,
-            "n_heads": config.n_heads,
-            "scale_by_sigma": False,
-            "dropout": 0.1,
-            "dtype": "float16",
-            "use_checkpoint": False,
-        },
-        "optim": {"lr": 3e-4, "warmup": 2500, "grad_clip": 1.0},
-    }
-
-
-@pytest.mark.parametrize("weights_file", ["model.safetensors", "pytorch_model.bin"])
-def test_published_layout_loads_with_identical_outputs(tmp_path, tiny_model, weights_file):
-    (tmp_path / "config.json").write_text(json.dumps(published_config(TINY)))
-    state = tiny_model.state_dict()
-    if weights_file.endswith(".safetensors"):
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / weights_file)
-    else:
-        torch.save(state, tmp_path / weights_file)
-    bundle = load(tmp_path, with_tokenizer=False)
-    loaded = bundle.model.eval()
-    tokens = torch.randint(0, TINY.vocab_size + 1, (2, TINY.length))
-    assert torch.equal(loaded(tokens), tiny_model(tokens))
-    assert bundle.tokenizer_source == "gpt2" and bundle.noise["type"] == "loglinear"
-
-
-def test_published_weights_with_a_wrong_shape_are_a_one_line_error(tmp_path, tiny_model):
-    config = published_config(TINY)
-    config["model"]["hidden_size"] = 64
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    save_file({k: v.contiguous() for k, v in tiny_model.state_dict().items()}, tmp_path / "model.safetensors")
-    with pytest.raises(CheckpointError, match="shape mismatches.*vocab_embed.embedding \\(17, 32\\) vs \\(17, 64\\)"):
-        RADD.from_pretrained(tmp_path)
-
-
-def test_hub_repo_id_is_read_from_the_hub_cache(tmp_path, tiny_model, monkeypatch):
-    from huggingface_hub import constants
-
-    snapshot = tmp_path / "hub" / "models--someone--radd-tiny" / "snapshots" / ("a" * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
-    (snapshot / "config.json").write_text(json.dumps(published_config(TINY)))
-    save_file({k: v.contiguous() for k, v in tiny_model.state_dict().items()}, snapshot / "model.safetensors")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    loaded = RADD.from_pretrained("someone/radd-tiny")
-    assert torch.equal(loaded.vocab_embed.embedding, tiny_model.vocab_embed.embedding)
-    with pytest.raises(CheckpointError, match="cannot get someone/missing from the Hugging Face Hub.*--local-dir"):
-        RADD.from_pretrained("someone/missing")
-
-
-def test_bad_model_paths_are_clear_errors(tmp_path):
-    with pytest.raises(CheckpointError, match="no such folder"):
-        RADD.from_pretrained(tmp_path / "nowhere")
-    (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(CheckpointError, match="is a file"):
-        RADD.from_pretrained(tmp_path / "file.txt")
-    with pytest.raises(CheckpointError, match="not a model folder"):
-        RADD.from_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text('{"hello": 1}')
-    with pytest.raises(CheckpointError, match="unknown layout"):
-        RADD.from_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="cannot be read as JSON"):
-        RADD.from_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps(published_config(TINY)))
-    with pytest.raises(CheckpointError, match="no weights"):
-        RADD.from_pretrained(tmp_path)
-    (tmp_path / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="cannot be read"):
-        RADD.from_pretrained(tmp_path)

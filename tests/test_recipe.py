@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from radd_cli.cli import app
 from radd_cli.errors import ConfigError
-from radd_cli.recipe import load_recipe, shipped_recipes
+from radd_cli.recipe import load_recipe, shipped_folder, shipped_recipes
 
 runner = CliRunner()
 
@@ -18,9 +18,7 @@ def test_every_shipped_recipe_loads_and_validates(name):
 
 
 def test_shipped_recipes_comment_every_key():
-    from importlib import resources
-
-    for entry in resources.files("radd_cli.recipes").iterdir():
+    for entry in shipped_folder().iterdir():
         for line in entry.read_text().splitlines():
             if "=" in line and not line.lstrip().startswith("#"):
                 assert "#" in line, f"{entry.name}: uncommented key: {line}"
@@ -130,3 +128,16 @@ def test_train_rejects_a_bad_recipe_before_any_work(tmp_path):
     assert result.exit_code == 2
     assert "training.lr: must be greater than 0.0" in result.output and "model.dropout" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_recipes_live_in_the_top_level_folder_and_every_package_is_installed():
+    from pathlib import Path
+
+    from radd_cli.recipe import tomllib
+
+    root = Path(__file__).parents[1]
+    assert sorted(p.stem for p in (root / "recipes").glob("*.toml")) == sorted(shipped_recipes())
+    setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {str(p.parent.relative_to(root)).replace("/", ".") for p in (root / "radd_cli").rglob("__init__.py")}
+    assert packages | {"radd_cli.recipes"} == set(setup["packages"]), "list every radd_cli package in pyproject.toml"
+    assert setup["package-dir"]["radd_cli.recipes"] == "recipes"

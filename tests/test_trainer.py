@@ -24,7 +24,6 @@ from radd_cli.errors import ConfigError, TrainingError
 from radd_cli.losses import LOSSES
 from radd_cli.model import RADD
 from radd_cli.recipe import load_recipe
-from radd_cli.runtime import gpu_launch_command
 from radd_cli.optim import learning_rate_factor
 from radd_cli.pretrained import load
 from radd_cli.trainer import Trainer, TrainingInterrupted
@@ -140,9 +139,13 @@ def test_kill_9_at_any_moment_leaves_a_resumable_run(tmp_path, cache_dir):
     deadline = time.time() + 120
     while not (tmp_path / "killed" / "checkpoints" / "step_5").exists() and time.time() < deadline:
         time.sleep(0.01)
+    process.send_signal(signal.SIGSTOP)  # frozen mid-run, holding the run folder
+    busy = subprocess.run(command, capture_output=True, text=True, timeout=120)  # the same command meanwhile
     process.kill()  # SIGKILL: no handler runs, possibly in the middle of a save
     process.wait()
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert busy.returncode == 1 and f"is in use by radd train, pid {process.pid}" in busy.stderr, busy.stderr
+    assert len(busy.stderr.strip().splitlines()) == 1, busy.stderr
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)  # the stale lock does not block
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "resumed from" in (tmp_path / "killed" / "train.log").read_text()
     train_in_process(tmp_path / "straight", cache_dir, *extra)
@@ -204,17 +207,6 @@ def test_a_single_text_file_is_split_by_paragraph(tmp_path, cache_dir):
         tmp_path / "run", cache_dir, f"data.train={corpus}", f"data.valid={corpus}", "training.steps=2"
     )
     assert result.steps == 2 and math.isfinite(result.valid_loss)
-
-
-def test_gpus_relaunch_through_accelerate():
-    command = gpu_launch_command(4, ["train", "--gpus", "4", "--recipe", "small_radd"])
-    assert command[1:4] == ["-m", "accelerate.commands.launch", "--multi_gpu"]
-    assert command[command.index("--num_processes") + 1] == "4" and command[-4:] == [
-        "radd_cli",
-        "train",
-        "--recipe",
-        "small_radd",
-    ]
 
 
 SYNC_SCRIPT = """

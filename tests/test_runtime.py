@@ -1,0 +1,71 @@
+"""The runtime: the one place that knows devices, precision and accelerate, and the verbs the trainer uses."""
+
+import pytest
+import torch
+
+from radd_cli.errors import ConfigError
+from radd_cli.runtime import Precision, autocast, build_runtime, gpu_launch_command, pick_device, resolve_precision
+
+needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+
+
+@needs_no_gpu
+def test_precision_on_the_cpu():
+    assert resolve_precision("auto", "cpu") is Precision.fp32
+    assert resolve_precision(Precision.fp32, "cpu") is Precision.fp32
+    with pytest.raises(ConfigError, match="precision bf16 needs a GPU"):
+        resolve_precision("bf16", "cpu")
+    with pytest.raises(ValueError):
+        resolve_precision("fp8", "cpu")
+
+
+@needs_no_gpu
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("cuda", "asked for a GPU, but torch sees none"),
+        ("cuda:3", "asked for a GPU"),
+        ("meta", "radd runs on cpu or cuda devices"),
+        ("mps", "radd runs on cpu or cuda devices"),
+        ("gpu0", "is not a device"),
+    ],
+)
+def test_devices_that_are_not_there_are_config_errors(device, message):
+    with pytest.raises(ConfigError, match=message):
+        pick_device(device)
+
+
+def test_the_cpu_is_always_there_and_autocast_is_a_no_op_in_fp32():
+    assert pick_device("cpu") == torch.device("cpu")
+    x = torch.ones(2, 2)
+    with autocast(torch.device("cpu"), Precision.fp32):
+        assert (x @ x).dtype == torch.float32
+
+
+def test_the_runtime_verbs_train_a_model_and_round_trip_its_state(tmp_path):
+    runtime = build_runtime("fp32", cpu=True)
+    assert runtime.world_size == 1 and runtime.is_main and runtime.precision is Precision.fp32
+    runtime.require_data_parallel()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    model, optimizer = runtime.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    x = torch.randn(8, 3)
+    with runtime.no_sync(model, sync=False):
+        runtime.backward(model(x).pow(2).mean())
+    norm = runtime.clip_grad_norm(model.parameters(), 1e-3)
+    assert norm > 1e-3 and torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()])) <= 1.01e-3
+    before = model.weight.detach().clone()
+    assert runtime.optimizer_step(optimizer) and not torch.equal(model.weight, before)
+    runtime.save_state(str(tmp_path / "state"))
+    with torch.no_grad():
+        model.weight.zero_()
+    runtime.load_state(str(tmp_path / "state"))
+    assert not torch.equal(model.weight, torch.zeros_like(model.weight))
+    assert runtime.sum(torch.tensor([2.0])).item() == 2.0 and runtime.any(True) and not runtime.any(False)
+
+
+def test_gpus_relaunch_through_accelerate_without_the_gpus_option():
+    command = gpu_launch_command(4, ["train", "--gpus", "4", "--recipe", "small_radd", "--gpus=4"])
+    assert command[1:4] == ["-m", "accelerate.commands.launch", "--multi_gpu"]
+    assert command[command.index("--num_processes") + 1] == "4"
+    assert command[-4:] == ["radd_cli", "train", "--recipe", "small_radd"]
