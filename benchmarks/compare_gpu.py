@@ -1,4 +1,4 @@
-"""Print the GPU table of benchmarks/gpu.sh against the published code's H100 numbers (SPEC §9)."""
+"""Print the GPU table of benchmarks/gpu.sh against the published code's H100 numbers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-PUBLISHED = {  # H100 80GB, torch 2.11, small size, random weights (SPEC §9)
+PUBLISHED = {  # H100 80GB, torch 2.11, small size, random weights
     "forward_ms": 31.0,
     "sample_1024_s": 42.1,
     "sample_2048_s": 71.0,

@@ -1,4 +1,4 @@
-"""Datasets → documents → token blocks of length L (SPEC §6), cached, and a resumable block order.
+"""Datasets → documents → token blocks of length L (docs/evaluation.md), cached, and a resumable block order.
 
 Sources:
 - a `datasets` name from DATASETS (openwebtext, wikitext103, wikitext2, ptb, lambada, lm1b), with the

@@ -1,4 +1,4 @@
-"""Dataset-specific detokenizers for the zero-shot perplexity protocol (SPEC §6).
+"""Dataset-specific detokenizers for the zero-shot perplexity protocol (docs/evaluation.md).
 
 PTB, WikiText, LM1B and LAMBADA ship pre-tokenized text ("do n't", "3 @.@ 5", "( a b )"). The
 published protocol undoes that before GPT-2 tokenization, so each dataset gets the same rules the

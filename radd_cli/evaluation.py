@@ -1,4 +1,4 @@
-"""Zero-shot perplexity with error bars (SPEC §6).
+"""Zero-shot perplexity with error bars (docs/evaluation.md).
 
 PPL = exp(NLL), NLL = mean over blocks b of m_b, m_b = (mean over draws k of the objective) / L.
 The standard error of NLL is std_b(m_b) / sqrt(B): each m_b carries both the spread of the data over
@@ -24,7 +24,7 @@ from radd_cli.losses import DETERMINISTIC_LOSSES, LOSSES
 from radd_cli.masking import seed_for
 from radd_cli.schedule import Schedule
 
-DEFAULT_MC_SAMPLES = 1024  # draws per block in the published protocol (SPEC §6)
+DEFAULT_MC_SAMPLES = 1024  # draws per block in the published protocol
 
 # Student's t 0.975-quantiles for 1..30 degrees of freedom; beyond, a Cornish-Fisher expansion.
 _T975 = [

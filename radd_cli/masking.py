@@ -1,4 +1,4 @@
-"""The forward (masking) process and the draws of t, λ and k that the objectives use (SPEC §4).
+"""The forward (masking) process and the draws of t, λ and k that the objectives use (docs/objectives.md).
 
 Every function takes an optional `torch.Generator`; random numbers are drawn in float64 on the
 generator's device (on the data's device when none is given) and then moved to the data's device.

@@ -275,13 +275,13 @@ def _published_model_config(config: dict, where: Path) -> dict:
 
 
 def _published_tokenizer(config: dict) -> str:
-    # The published models use the GPT-2 tokenizer (SPEC §3); a config may name another.
+    # The published models use the GPT-2 tokenizer; a config may name another.
     data = config.get("data") or {}
     return data.get("tokenizer") or "gpt2"
 
 
 def parameter_order(keys) -> list[str]:
-    """Trainable parameter names in the published order (SPEC §3), buffers left out."""
+    """Trainable parameter names in the published order (docs/model-files.md), buffers left out."""
     in_block = [
         "norm1.weight",
         "norm1.bias",

@@ -1,7 +1,7 @@
 """Generative quality of samples: perplexity under a judge causal LM, unigram entropy, distinct-n.
 
 Generative perplexity alone rewards degenerate text (a sample that repeats one word scores well),
-so it is always reported with the unigram entropy of each sample (SPEC §5.4, §6): a sampler whose
+so it is always reported with the unigram entropy of each sample (docs/evaluation.md): a sampler whose
 draws lose precision shows lower perplexity *and* lower entropy.
 
 The judge is any Hugging Face causal LM (GPT-2 large in the literature). Each text is tokenized

@@ -1,7 +1,7 @@
 """A model that knows the exact conditionals of a known distribution p over all V^L sequences.
 
 With it, every objective must be an unbiased estimate of −log p(x) and every exact sampler must draw
-from p (SPEC §4, §5). V and L are small enough to enumerate (V = 3, L = 4: 81 sequences).
+from p (docs/objectives.md, docs/sampling.md). V and L are small enough to enumerate (V = 3, L = 4: 81 sequences).
 """
 
 from __future__ import annotations

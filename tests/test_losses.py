@@ -1,4 +1,4 @@
-"""Every objective is an unbiased estimate of −log p(x) for a model that knows p (SPEC §4, §8)."""
+"""Every objective is an unbiased estimate of −log p(x) for a model that knows p (docs/objectives.md)."""
 
 import pytest
 import torch

@@ -12,7 +12,7 @@ from tests.conftest import TINY
 
 
 def spec_keys(n_blocks: int) -> list[str]:
-    """The state-dict keys of SPEC §3, in order."""
+    """The state-dict keys of the published checkpoints (docs/model-files.md), in order."""
     keys = ["vocab_embed.embedding", "rotary_emb.inv_freq"]
     for i in range(n_blocks):
         keys += [
@@ -80,7 +80,7 @@ def test_initialisation_quirks():
 
 
 def reference_forward(state: dict, tokens: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """SPEC §3 written out literally and independently of radd_cli.model."""
+    """The published architecture (docs/model-files.md) written out literally and independently of radd_cli.model."""
 
     def norm(x, prefix):
         return (

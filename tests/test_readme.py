@@ -42,3 +42,15 @@ def test_every_radd_command_in_the_readme_parses():
             assert result.exit_code == 0, (line, result.output)
             for option in (w.split("=")[0] for w in words if w.startswith("--")):
                 assert option in result.output, (line, option)
+
+
+def test_every_document_the_readme_links_exists_and_none_cites_outside_material():
+    links = re.findall(r"\]\(((?!https?://)[^)#]+)\)", README)
+    assert any(link.startswith("docs/") for link in links)
+    for link in links:
+        assert (ROOT / link).exists(), link
+    for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "radd_cli").rglob("*.py")]:
+        assert "SPEC" not in path.read_text(), f"{path} cites a document outside the repository"
+    for path in (ROOT / "docs").glob("*.md"):
+        for link in re.findall(r"\]\(((?!https?://)[^)#]+)\)", path.read_text()):
+            assert (path.parent / link).exists(), (path.name, link)

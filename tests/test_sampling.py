@@ -1,4 +1,4 @@
-"""Exact samplers draw from p for a model that knows p (SPEC §5); the cache's NFE matches E-NFE."""
+"""Exact samplers draw from p for a model that knows p (docs/sampling.md); the cache's NFE matches E-NFE."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Infilling templates: parsing [MASK:n] spans, their token layout, and rendering finished text (SPEC §5.5)."""
+"""Infilling templates: parsing [MASK:n] spans, their token layout, and rendering finished text."""
 
 import re
 

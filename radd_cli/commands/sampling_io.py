@@ -3,20 +3,107 @@ progress bar, the summary, and the output files."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from rich.markup import escape
 from rich.table import Table
 
-from radd_cli.commands.options import check_writable
+from radd_cli.commands.options import (
+    BatchSizeOption,
+    DeviceOption,
+    MethodOption,
+    ModelOption,
+    NoCacheOption,
+    NumSamplesOption,
+    OrderOption,
+    OutputOption,
+    PrecisionOption,
+    SeedOption,
+    StepsOption,
+    StrategyOption,
+    TemperatureOption,
+    TopKOption,
+    TopPOption,
+    check_writable,
+)
 from radd_cli.console import err, out, progress_bar
 from radd_cli.errors import ConfigError
-from radd_cli.inference import LoadedModel
-from radd_cli.sampling import SampleResult, SamplingConfig, Strategy, generate, make_sampler
+from radd_cli.inference import LoadedModel, load_for_inference
+from radd_cli.runtime import Precision
+from radd_cli.sampling import Method, SampleResult, SamplingConfig, Strategy, generate, make_sampler
+
+# The options `radd sample` and `radd infill` share: (type, default). A command decorated with
+# `generation_command` receives the sampling ones as one SamplingConfig (`config`) and the rest as `draw`.
+SAMPLING_OPTIONS = {
+    "steps": (StepsOption, None),
+    "method": (MethodOption, Method.tweedie),
+    "order": (OrderOption, "forward"),
+    "strategy": (StrategyOption, None),
+    "top_p": (TopPOption, None),
+    "top_k": (TopKOption, None),
+    "temperature": (TemperatureOption, 1.0),
+    "no_cache": (NoCacheOption, False),
+}
+DRAW_OPTIONS = {
+    "model": (ModelOption, ...),
+    "num_samples": (NumSamplesOption, 4),
+    "batch_size": (BatchSizeOption, 16),
+    "seed": (SeedOption, 0),
+    "device": (DeviceOption, "auto"),
+    "precision": (PrecisionOption, Precision.auto),
+    "output": (OutputOption, None),
+}
+
+
+@dataclass(frozen=True)
+class DrawOptions:
+    """The shared options that are not sampling settings: which model, how many samples, where they go."""
+
+    model: str
+    num_samples: int
+    batch_size: int
+    seed: int
+    device: str
+    precision: Precision
+    output: Path | None
+
+    def load(self) -> LoadedModel:
+        return load_for_inference(self.model, self.device, self.precision)
+
+    def request(self, length: int) -> Request:
+        return Request(self.num_samples, self.batch_size, length, self.seed)
+
+
+def generation_command(command: Callable) -> Callable:
+    """Give `command(config, draw, **own)` the shared options; `config` and `draw` are built (and checked,
+    with --output) before the command runs, so a bad setting fails before any model is loaded."""
+    own = [p for name, p in inspect.signature(command).parameters.items() if name not in ("config", "draw")]
+    hints = {name: hint for name, hint in typing.get_type_hints(command, include_extras=True).items()}
+    shared = {**DRAW_OPTIONS, **SAMPLING_OPTIONS}
+    injected = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, (kind, default) in shared.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        sampling = {name: kwargs.pop(name) for name in SAMPLING_OPTIONS}
+        draw = DrawOptions(**{name: kwargs.pop(name) for name in DRAW_OPTIONS})
+        check_output(draw.output)
+        return command(config=sampling_config(**sampling), draw=draw, **kwargs)
+
+    keyword_own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[p.name]) for p in own]
+    wrapper.__signature__ = inspect.Signature([injected[0], *keyword_own, *injected[1:]])
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    return wrapper
 
 
 @dataclass(frozen=True)
