@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 
 from radd_cli.detokenize import get_detokenizer
 from radd_cli.errors import DataError
+from radd_cli.files import WriteError, cause, remove, write_atomically
 from radd_cli.tokenizer import Tokenizer
 
 BUILTIN = "builtin"
@@ -130,6 +130,9 @@ def _local_files(path: Path) -> list[Path]:
     files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES) if path.is_dir() else [path]
     if not files:
         raise DataError(f"{path} holds no {', '.join(LOCAL_SUFFIXES)} files")
+    irregular = [f for f in files if not f.is_file()]  # a FIFO or a device would block or never end
+    if irregular:
+        raise DataError(f"{irregular[0]} is not a regular file; give files (or folders of files) as data")
     unknown = [f for f in files if f.suffix not in LOCAL_SUFFIXES]
     if unknown:
         raise DataError(f"{unknown[0]}: unknown file type; give .txt (a document) or .jsonl (a `text` field per row)")
@@ -203,16 +206,22 @@ def token_stream(source: str, split: str, tokenizer: Tokenizer, cache_dir: str |
     key = hashlib.sha256(json.dumps([_source_identity(source), split, tokenizer.fingerprint()]).encode()).hexdigest()
     path = cache / f"{Path(source).name or 'data'}-{split}-{key[:16]}.npy"
     if path.is_file():
-        return np.load(path, mmap_mode="r")
+        try:
+            return np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError):  # a damaged cache file of ours: tokenize again
+            remove(path)
     documents = load_documents(source, split)
     if len(documents) == 0:
         raise DataError(f"{source} ({split}) holds no documents")
-    stream = _tokenize(documents, tokenizer, get_detokenizer(source), progress)
-    cache.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        np.save(handle, stream)
-    os.replace(temporary, path)
+    try:
+        stream = _tokenize(documents, tokenizer, get_detokenizer(source), progress)
+    except DataError as error:
+        raise DataError(f"{source} ({split}): {error}") from None
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WriteError(f"cannot create the token cache {cache}: {cause(error)}; set data.cache_dir") from error
+    write_atomically(path, lambda temporary: np.save(temporary, stream))
     return stream
 
 
@@ -222,8 +231,8 @@ def _tokenize(documents, tokenizer: Tokenizer, detokenize: Callable[[str], str],
     for start in range(0, len(documents), batch):
         rows = documents[start : start + batch]
         if "input_ids" in rows:
-            ids = [list(row) for row in rows["input_ids"]]
-            _check_ids(ids, tokenizer)
+            ids = [list(row) if isinstance(row, list) else row for row in rows["input_ids"]]
+            _check_ids(ids, tokenizer, start)
         else:
             _check_texts(rows["text"], start)
             ids = [doc + [tokenizer.eos_id] for doc in tokenizer.encode_batch([detokenize(t) for t in rows["text"]])]
@@ -236,16 +245,24 @@ def _tokenize(documents, tokenizer: Tokenizer, detokenize: Callable[[str], str],
 def _check_texts(texts: list, start: int) -> None:
     for offset, text in enumerate(texts):
         if not isinstance(text, str):
-            raise DataError(f"document {start + offset} has a `text` of {text!r}, not a string; fix or drop that row")
+            raise DataError(
+                f"row {start + offset + 1} has a `text` of {str(text)[:40]!r}, not a string; fix or drop that row"
+            )
 
 
-def _check_ids(ids: list[list[int]], tokenizer: Tokenizer) -> None:
-    largest = max((max(row) for row in ids if row), default=0)
-    smallest = min((min(row) for row in ids if row), default=0)
-    if largest >= tokenizer.vocab_size or smallest < 0:
-        raise DataError(
-            f"pre-tokenized input_ids must be in 0..{tokenizer.vocab_size - 1}, found {smallest}..{largest}"
+def _check_ids(ids: list, tokenizer: Tokenizer, start: int) -> None:
+    """Pre-tokenized rows must be lists of whole numbers within the vocabulary (row numbers count from 1)."""
+    for offset, row in enumerate(ids):
+        bad = (
+            [row]
+            if not isinstance(row, list)
+            else [v for v in row if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < tokenizer.vocab_size]
         )
+        if bad:
+            raise DataError(
+                f"row {start + offset + 1}: input_ids must be whole numbers in 0..{tokenizer.vocab_size - 1}, "
+                f"found {str(bad[0])[:40]}; fix or drop that row"
+            )
 
 
 def _source_identity(source: str):

@@ -34,5 +34,9 @@ class DataError(RaddError):
     """A dataset or tokenizer cannot be read, or holds too little to use."""
 
 
+class NonFiniteError(RaddError):
+    """The model produced NaN or infinite values: its weights are broken."""
+
+
 class TrainingError(RaddError):
     """Training cannot go on (for example, too many non-finite losses in a row)."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from radd_cli.errors import ConfigError, DataError
+from radd_cli.errors import ConfigError, DataError, NonFiniteError
 from radd_cli.losses import DETERMINISTIC_LOSSES, LOSSES
 from radd_cli.masking import seed_for
 from radd_cli.schedule import Schedule
@@ -185,6 +185,11 @@ def evaluate_perplexity(
             x0 = torch.from_numpy(blocks[batch].astype(np.int64)).to(device)
             with torch.no_grad(), autocast() if autocast else contextlib.nullcontext():
                 values = LOSSES[loss](model, x0, schedule, generator=generator)
+            if not torch.isfinite(values).all():
+                raise NonFiniteError(
+                    f"the model produced NaN or infinite losses (blocks {sorted(set(batch.tolist()))[:3]}); its weights "
+                    "are broken: check the checkpoint, or evaluate an earlier one"
+                )
             stats.add(batch, values.double().cpu().numpy())
             processed += len(batch)
             if progress is not None:  # approximate across processes: they advance together

@@ -10,6 +10,7 @@ dropout) is seeded from (seed, step, process), so a resumed run reaches the same
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,8 +20,11 @@ from radd_cli.losses import LOSSES
 from radd_cli.masking import seed_for
 from radd_cli.model import RADD, ModelConfig
 from radd_cli.optim import build_optimizer, build_scheduler
+from radd_cli.pretrained import WEIGHTS_FILE, safetensors_shapes
 from radd_cli.recipe import Recipe
-from radd_cli.runtime import Precision, Runtime
+from radd_cli.memory import MemoryEstimate, gigabytes, training_memory
+from radd_cli.runtime import Precision, Runtime, available_memory
+from radd_cli.scoring import unwrap
 
 
 @dataclass
@@ -88,6 +92,7 @@ class Learner:
         self.schedule = recipe.noise.schedule()
         self.objective = LOSSES[training.loss_type]
         config = ModelConfig.of(recipe.model, vocab_size)
+        check_fits(training_memory(config, self.micro_batch), available_memory(runtime.device), self.micro_batch)
         torch.manual_seed(training.seed)
         model = RADD(config).to(runtime.device)
         self.eval_model = RADD(config).to(runtime.device).eval()  # holds the EMA weights for evaluation
@@ -140,7 +145,38 @@ class Learner:
         state.blocks_seen += training.batch_size
         return StepResult(float(rt.sum(total[None]).item() / rt.world_size), finite)
 
+    def check_weights(self, checkpoint: Path) -> None:
+        """Refuse a checkpoint whose network has other shapes than this run's (it had another recipe).
+
+        A checkpoint whose weights cannot be read at all is not refused here: loading it fails and the
+        trainer falls back to an older one.
+        """
+        shapes = safetensors_shapes(checkpoint / WEIGHTS_FILE)
+        if shapes is None:
+            return
+        expected = {key: tuple(value.shape) for key, value in unwrap(self.model).state_dict().items()}
+        differ = [
+            f"{key} {shapes.get(key)} vs {expected.get(key)}"
+            for key in sorted(set(expected) | set(shapes))
+            if shapes.get(key) != expected.get(key)
+        ]
+        if differ:
+            raise ConfigError(
+                f"{checkpoint} holds a network of another shape ({', '.join(differ[:2])}); it was trained with a "
+                "different recipe: pass --run-dir to start a new run, or --restart to train this one again"
+            )
+
     def ema_model(self) -> RADD:
         """The evaluation copy of the network, holding the current EMA weights."""
         self.ema.copy_to(self.eval_model)
         return self.eval_model
+
+
+def check_fits(estimate: MemoryEstimate, available: int | None, micro_batch: int) -> None:
+    """Refuse a run whose estimated memory is more than the device has free, before allocating any of it."""
+    if available is not None and estimate.total > available:
+        raise ConfigError(
+            f"training needs about {gigabytes(estimate.total)} per process ({gigabytes(estimate.activations)} of "
+            f"it for micro-batches of {micro_batch} sequences), but {gigabytes(available)} is free; lower "
+            "training.batch_size or raise training.accumulation"
+        )

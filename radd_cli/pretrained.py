@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from radd_cli.errors import CheckpointError, ConfigError
+from radd_cli.files import WRITE_ERRORS, WriteError, cause, remove, temporary_sibling, write_atomically, write_text
 from radd_cli.model import RADD, ModelConfig, ModelShape, shape_values
 from radd_cli.schedule import Schedule, schedule_from_config
 from radd_cli.tokenizer import Tokenizer, load_tokenizer
@@ -188,6 +189,9 @@ def detect_layout(folder: Path) -> str:
     if (folder / RUN_CONFIG).is_file():
         return "training_run"
     config_path = folder / CONFIG_FILE
+    if not config_path.is_file() and (folder / "recipe.json").is_file():  # a `radd train` run folder
+        hint = f"its model is {folder / 'final'}" if (folder / "final").is_dir() else "it has no final/ model yet"
+        raise CheckpointError(f"{folder} is a radd train run folder, not a model; {hint}")
     if not config_path.is_file():
         raise CheckpointError(
             f"{folder} is not a model folder: it has neither {CONFIG_FILE} (a model) nor {RUN_CONFIG} "
@@ -336,6 +340,17 @@ def _strip_wrappers(state_dict: dict) -> dict:
     return {re.sub(r"^(module\.|_orig_mod\.)+", "", key): value for key, value in state_dict.items()}
 
 
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
+    """The tensor shapes a safetensors file declares (read from its header only), or None when unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (SafetensorError, OSError):
+        return None
+
+
 def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
     if (folder / WEIGHTS_FILE).is_file():
         try:
@@ -365,19 +380,23 @@ def _read_json(path: Path) -> dict:
 
 
 def write(directory: str | Path, *, model_config: dict, state_dict: dict, noise: dict | None, tokenizer) -> Path:
-    """Write this project's layout; each file goes to a temporary name first, then is renamed."""
+    """Write this project's layout; each file goes to a temporary name first and is then renamed, so a
+    failed write (a full disk) leaves every file of the folder as it was."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WriteError(f"cannot create {directory}: {cause(error)}") from error
     tokenizer_entry = _write_tokenizer(directory, tokenizer)
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
-    _replace(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    write_atomically(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     config = {
         "radd_format": FORMAT_VERSION,
         "model": model_config,
         "noise": noise or {"type": "loglinear"},
         "tokenizer": tokenizer_entry,
     }
-    _replace(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory
 
 
@@ -385,20 +404,24 @@ def _write_tokenizer(directory: Path, tokenizer) -> str | None:
     """Save a tokenizer object or copy a tokenizer folder next to the weights; keep a Hub name as is."""
     if tokenizer is None:
         return None
-    if hasattr(tokenizer, "save_pretrained"):
-        tokenizer.save_pretrained(directory)
+    source = None if hasattr(tokenizer, "save_pretrained") else Path(str(tokenizer))
+    if source is not None and not source.is_dir():
+        return str(tokenizer)  # a Hub name
+    if source is not None and source.resolve() == directory.resolve():
         return "."
-    source = Path(str(tokenizer))
-    if source.is_dir():
-        if source.resolve() != directory.resolve():
+    staging = temporary_sibling(directory / "tokenizer", "new")
+    try:
+        staging.mkdir()
+        if source is None:
+            tokenizer.save_pretrained(staging)
+        else:
             for name in TOKENIZER_FILES:
                 if (source / name).is_file():
-                    shutil.copyfile(source / name, directory / name)
-        return "."
-    return str(tokenizer)
-
-
-def _replace(target: Path, write_to) -> None:
-    temporary = target.with_name(f".{target.name}.tmp")
-    write_to(str(temporary))
-    os.replace(temporary, target)
+                    shutil.copyfile(source / name, staging / name)
+        for file in staging.iterdir():
+            os.replace(file, directory / file.name)  # each file appears complete, or not at all
+    except WRITE_ERRORS as error:
+        raise WriteError(f"cannot write the tokenizer into {directory}: {cause(error)}") from error
+    finally:
+        remove(staging)
+    return "."

@@ -1,17 +1,18 @@
-"""The run folder: resolved recipe, training checkpoints written atomically, the final export, and the
-lock that makes its training process the folder's only writer.
+"""The run folder of `radd train`: who owns it, its lock, its checkpoints and its final model.
 
     runs/<name>/
+      .radd-run               marks the folder as radd's (written when radd claims an empty folder)
       .lock                   held (flock) by the process training in the folder; names it
-      recipe.json             the resolved recipe this run was started with
+      recipe.json             the resolved recipe, written once the run is set up
       tokenizer/              a tokenizer trained for this run (tokenizer.name = "train")
-      checkpoints/step_N/     model, optimizer, scheduler, RNG states, EMA and TrainState (accelerate)
+      checkpoints/step_N/     model, optimizer, scheduler, RNG states, EMA, TrainState and the recipe
       final/                  EMA weights + tokenizer in radd's layout: RADD.from_pretrained(runs/<name>/final)
       train.log, metrics.jsonl, samples/
+      replaced-<time>/        what `--restart` moved aside (never deleted by radd)
 
-A checkpoint is written to `checkpoints/.tmp-step_N` and renamed to `step_N` only when complete, so
-a crash or `kill -9` during a save leaves the previous checkpoints intact; leftovers are removed at
-the next start. Resuming takes the newest `step_N`.
+docs/guarantees.md states the promises: radd never writes into a folder it did not make (unless it is
+empty), never deletes what it did not write, writes checkpoints and final/ beside their target and
+renames them into place, and resumes from the newest checkpoint that loads, keeping unreadable ones aside.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from radd_cli.errors import ConfigError, RaddError
+from radd_cli.errors import CheckpointError, ConfigError, RaddError
+from radd_cli.files import WRITE_ERRORS, WriteError, cause, recover_folder, remove, replace_folder, write_text
 from radd_cli.recipe import Recipe
 
 # Keys a resumed run may change: they do not alter what has been computed so far.
@@ -38,13 +40,16 @@ RESUMABLE_CHANGES = (
     "checkpoint.",
     "logging.",
 )
+MARKER = ".radd-run"
+RECIPE = "recipe.json"
+RUN_ENTRIES = ("recipe.json", "tokenizer", "checkpoints", "final", "samples", "train.log", "metrics.jsonl")
 
 
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
-        self.recipe_file = self.path / "recipe.json"
+        self.recipe_file = self.path / RECIPE
         self.final = self.path / "final"
         self.tokenizer = self.path / "tokenizer"
         self.samples = self.path / "samples"
@@ -52,6 +57,27 @@ class RunFolder:
         self.metrics_file = self.path / "metrics.jsonl"
         self.lock_file = self.path / ".lock"
         self._lock = None
+
+    # ownership and the lock
+    def is_radd_run(self) -> bool:
+        return (self.path / MARKER).is_file() or self.recipe_file.is_file()
+
+    def claim(self) -> None:
+        """Make sure the folder is radd's: a new or empty folder becomes one; anything else is refused."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--run-dir {self.path} is a file; give a folder for the run")
+        if self.is_radd_run():
+            return
+        if self.path.is_dir() and any(self.path.iterdir()):
+            raise ConfigError(
+                f"--run-dir {self.path} is not empty and is not a radd run folder; radd never writes into a "
+                "folder it did not make: give a new or empty folder"
+            )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / MARKER).write_text("a radd train run folder\n")
+        except OSError as error:
+            raise WriteError(f"cannot create the run folder {self.path}: {cause(error)}") from error
 
     def lock(self) -> None:
         """Become the folder's only writer, or fail at once naming the process that is.
@@ -61,8 +87,10 @@ class RunFolder:
         """
         import fcntl
 
-        self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.lock_file, "a+")
+        try:
+            handle = open(self.lock_file, "a+")
+        except OSError as error:
+            raise WriteError(f"cannot write {self.lock_file}: {cause(error)}") from error
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -84,6 +112,7 @@ class RunFolder:
             self._lock.close()  # closing the file releases the flock
             self._lock = None
 
+    # what the folder holds
     def complete_checkpoints(self) -> list[tuple[int, Path]]:
         if not self.checkpoints.is_dir():
             return []
@@ -98,60 +127,135 @@ class RunFolder:
         found = self.complete_checkpoints()
         return found[-1][1] if found else None
 
-    def remove_partial_saves(self) -> None:
+    def tidy(self) -> None:
+        """Remove what an interrupted save left behind (radd's own temporaries) and finish a half-done swap."""
         for entry in self.checkpoints.glob(".tmp-*") if self.checkpoints.is_dir() else []:
-            shutil.rmtree(entry, ignore_errors=True)
-        shutil.rmtree(self.path / ".tmp-final", ignore_errors=True)
+            remove(entry)
+        recover_folder(self.final)
 
-    def check_recipe(self, recipe: Recipe) -> None:
-        """Refuse to resume a run that was started with a recipe that differs in what matters."""
-        if not self.recipe_file.is_file():
+    def check_continuation(self, recipe: Recipe, restart: bool) -> None:
+        """Refuse to continue a run with a different recipe, or to retrain a finished run silently."""
+        if restart:
+            self.move_aside()
             return
-        saved = _flatten(json.loads(self.recipe_file.read_text()))
-        wanted = _flatten(json.loads(json.dumps(recipe.to_dict())))  # tuples → lists, as saved
-        changed = [
-            f"{key}: {saved.get(key)!r} → {wanted.get(key)!r}"
-            for key in sorted(set(saved) | set(wanted))
-            if saved.get(key) != wanted.get(key) and not key.startswith(RESUMABLE_CHANGES)
-        ]
-        if changed and self.latest_checkpoint() is not None:
+        if self.recipe_file.is_file():
+            changed = recipe_changes(_read_recipe(self.recipe_file), recipe)
+            if changed:
+                raise ConfigError(
+                    f"{self.path} holds a run with a different recipe ({'; '.join(changed[:4])}); pass --run-dir "
+                    "to start a new run, --restart to train this one again from scratch, or change only "
+                    "training.steps and the evaluation, sampling, checkpoint and logging sections to resume"
+                )
+        if self.final.exists() and not self.complete_checkpoints():
             raise ConfigError(
-                f"{self.path} holds a run with a different recipe ({'; '.join(changed[:4])}); "
-                "pass --run-dir to start a new run, or change only training.steps and the evaluation, "
-                "sampling, checkpoint and logging sections to resume"
+                f"{self.path} holds a finished run (final/) and no checkpoint to continue from; pass --restart to "
+                "train it again from scratch (its files are moved aside, not deleted), or --run-dir for a new run"
             )
 
-    def write_recipe(self, recipe: Recipe) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.recipe_file, json.dumps(recipe.to_dict(), indent=2) + "\n")
+    def move_aside(self) -> Path | None:
+        """Move this run's files into replaced-<time>/ (for --restart): nothing is deleted."""
+        present = [self.path / name for name in RUN_ENTRIES if (self.path / name).exists()]
+        if not present:
+            return None
+        aside = self.path / time.strftime("replaced-%Y%m%d-%H%M%S")
+        aside.mkdir()
+        for entry in present:
+            os.replace(entry, aside / entry.name)
+        return aside
 
-    def save(self, runtime, step: int, keep_last: int) -> Path:
-        """Save model, optimizer, scheduler, RNG and registered objects (all processes take part)."""
+    def write_recipe(self, recipe: Recipe) -> None:
+        write_text(self.recipe_file, json.dumps(recipe.to_dict(), indent=2) + "\n")
+
+    def check_checkpoint_recipe(self, checkpoint: Path, recipe: Recipe) -> None:
+        """A checkpoint records the recipe it was trained with; resuming it with another is refused."""
+        saved = checkpoint / RECIPE
+        if not saved.is_file():
+            return
+        changed = recipe_changes(_read_recipe(saved), recipe)
+        if changed:
+            raise ConfigError(
+                f"{checkpoint} was trained with a different recipe ({'; '.join(changed[:4])}); pass --run-dir to "
+                "start a new run, or --restart to train this one again from scratch"
+            )
+
+    def set_aside(self, checkpoint: Path, reason: str) -> Path:
+        """Keep an unreadable checkpoint out of the way (checkpoints/unreadable-step_N), never deleting it."""
+        target = checkpoint.with_name(f"unreadable-{checkpoint.name}")
+        suffix = 1
+        while target.exists():
+            suffix += 1
+            target = checkpoint.with_name(f"unreadable-{checkpoint.name}-{suffix}")
+        os.replace(checkpoint, target)
+        (target / "WHY.txt").write_text(f"radd could not load this checkpoint: {reason}\n")
+        return target
+
+    # writing
+    def save(self, runtime, step: int, keep_last: int, recipe: Recipe) -> Path:
+        """Save model, optimizer, scheduler, RNG, registered objects and the recipe (all processes take part).
+
+        Written to checkpoints/.tmp-step_N and renamed when complete: a crash, kill -9 or full disk during
+        a save leaves the previous checkpoints as they were.
+        """
         temporary, final = self.checkpoints / f".tmp-step_{step}", self.checkpoints / f"step_{step}"
+        failure = None
         if runtime.is_main:
-            shutil.rmtree(temporary, ignore_errors=True)
-            temporary.mkdir(parents=True)
+            remove(temporary)
+            failure = _attempt(lambda: temporary.mkdir(parents=True))
         runtime.barrier()
-        runtime.save_state(str(temporary))
-        runtime.barrier()
-        if runtime.is_main:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(temporary, final)
-            for _, old in self.complete_checkpoints()[:-keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
-        runtime.barrier()
+        failure = failure or _attempt(lambda: runtime.save_state(str(temporary)))
+        if runtime.is_main and failure is None:
+            failure = _attempt(lambda: self._publish(temporary, final, recipe, keep_last))
+        if runtime.any(failure is not None):
+            if runtime.is_main:
+                remove(temporary)
+            raise WriteError(
+                f"cannot save the checkpoint of step {step} in {self.checkpoints}: {failure or 'failed on another process'}; "
+                "the earlier checkpoints are intact"
+            )
         return final
 
+    def _publish(self, temporary: Path, final: Path, recipe: Recipe, keep_last: int) -> None:
+        (temporary / RECIPE).write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+        if final.exists():
+            os.replace(final, self.checkpoints / f".tmp-superseded-{final.name}")
+            remove(self.checkpoints / f".tmp-superseded-{final.name}")
+        os.replace(temporary, final)
+        for _, old in self.complete_checkpoints()[:-keep_last]:
+            remove(old)
+
     def export_final(self, write) -> Path:
-        """Call write(folder) on a temporary folder, then put it in place of final/."""
-        temporary = self.path / ".tmp-final"
-        shutil.rmtree(temporary, ignore_errors=True)
-        write(temporary)
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        os.replace(temporary, self.final)
-        return self.final
+        """Build final/ beside itself with write(folder), then swap it in."""
+        return replace_folder(self.final, write)
+
+    def keep_metrics_up_to(self, step: int) -> None:
+        """Drop metric lines past `step` (left by a run that died after its last checkpoint) before resuming."""
+        if not self.metrics_file.is_file():
+            return
+        lines = self.metrics_file.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _step_of(line) is None or _step_of(line) <= step]
+        if len(kept) != len(lines):
+            write_text(self.metrics_file, "".join(kept))
+
+
+def recipe_changes(saved: dict, recipe: Recipe) -> list[str]:
+    """`key: old → new` for every key that differs and that a resumed run may not change."""
+    saved = _flatten(saved)
+    wanted = _flatten(json.loads(json.dumps(recipe.to_dict())))  # tuples → lists, choices → strings, as saved
+    return [
+        f"{key}: {saved.get(key)!r} → {wanted.get(key)!r}"
+        for key in sorted(set(saved) | set(wanted))
+        if saved.get(key) != wanted.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    ]
+
+
+def _read_recipe(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} cannot be read ({cause(error)}); it records the run's recipe") from error
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} should hold the run's recipe as a JSON object")
+    return value
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -164,7 +268,18 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+def _step_of(line: str) -> int | None:
+    try:
+        step = json.loads(line).get("step")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
+def _attempt(action) -> str | None:
+    """Run `action`; the cause of a failed write as text, or None when it worked."""
+    try:
+        action()
+    except WRITE_ERRORS + (RuntimeError,) as error:  # torch reports a full disk as a RuntimeError
+        return cause(error)
+    return None

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import TextColumn
 
 from radd_cli.console import err, progress_bar
+from radd_cli.files import WriteError, cause, write_text
 from radd_cli.validation import Choice
 
 
@@ -46,16 +47,13 @@ class RunLogger:
         """Append to train.log; also print it (above the progress bar) unless console=False."""
         if not self.active:
             return
-        self.folder.path.mkdir(parents=True, exist_ok=True)
-        with open(self.folder.log_file, "a") as handle:
-            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        append(self.folder.log_file, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
         if console:
             err.print(escape(text), highlight=False)
 
     def metrics(self, step: int, values: dict, console: bool = True) -> None:
         if self.active:
-            with open(self.folder.metrics_file, "a") as handle:
-                handle.write(json.dumps({"step": step, **values}) + "\n")
+            append(self.folder.metrics_file, json.dumps({"step": step, **values}) + "\n")
             if self._trackers:
                 self.runtime.log(values, step)
             self.line(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()), console)
@@ -77,9 +75,12 @@ class RunLogger:
             )
 
     def samples(self, step: int, texts: list[str]) -> None:
-        self.folder.samples.mkdir(parents=True, exist_ok=True)
         separator = "\n" + "=" * 40 + "\n"
-        (self.folder.samples / f"step_{step}.txt").write_text(separator.join(texts) + "\n")
+        try:
+            self.folder.samples.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WriteError(f"cannot write {self.folder.samples}: {cause(error)}") from error
+        write_text(self.folder.samples / f"step_{step}.txt", separator.join(texts) + "\n")
         preview = " ".join(texts[0].split())[:160] if texts else ""
         self.line(f"step {step}: sample: {preview}")
 
@@ -105,3 +106,12 @@ class RunLogger:
         )
         if self._trackers:
             self.runtime.end_training()
+
+
+def append(path: Path, text: str) -> None:
+    """Append a line to a log; a full or read-only disk is a one-line error, not a traceback."""
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {cause(error)}") from error

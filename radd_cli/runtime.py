@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from radd_cli.errors import ConfigError
+from radd_cli.errors import ConfigError, RaddError
 from radd_cli.validation import Choice
 
 
@@ -64,6 +64,25 @@ def autocast(device: torch.device, precision: Precision):
     if precision == Precision.fp32 or device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision == Precision.bf16 else torch.float16)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on `device` (the GPU's free memory, or the system's available RAM
+    within any cgroup limit); None when it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    found = []
+    try:
+        with open("/proc/meminfo") as handle:
+            found += [int(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:")]
+    except OSError:
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
+            found.append(int(limit.read()) - int(used.read()))
+    except (OSError, ValueError):  # no cgroup v2 limit ("max") or no such files
+        pass
+    return min(found) if found else None
 
 
 def tune_for_speed(device: torch.device) -> None:
@@ -116,6 +135,24 @@ class Runtime:
     def any(self, flag: bool) -> bool:
         """True on every process when the flag is true on any."""
         return bool(self.sum(torch.tensor([float(flag)])).item() > 0)
+
+    def main_first(self, action, *, others: bool = True):
+        """Run `action()` on the main process, then (when `others`) on the rest, returning its result.
+
+        A RaddError on any process stops every process: the failing one raises its own error, the others
+        one that points at it, so no process waits forever at the next barrier.
+        """
+        result = None
+        for turn in ("main", "others") if others else ("main",):
+            error = None
+            if (turn == "main") == self.is_main:
+                try:
+                    result = action()
+                except RaddError as raised:
+                    error = raised
+            if self.any(error is not None):
+                raise error if error is not None else RaddError("another process of this run failed (see its error)")
+        return result
 
     # training
     def prepare(self, *objects):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -39,6 +40,11 @@ def load_judge(
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch.float32)
     except (OSError, ValueError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if Path(str(name_or_path)).expanduser().exists():  # a local folder: say what is wrong with it
+            raise DataError(
+                f"the judge folder {name_or_path} does not hold a causal LM with its tokenizer ({reason}); give a "
+                "folder saved with save_pretrained (config.json, weights, tokenizer files)"
+            ) from error
         raise DataError(
             f"cannot load the judge model {str(name_or_path)!r} ({reason}). Offline, download it where the Hub "
             f"is reachable (`hf download {name_or_path} --local-dir DIR`) and pass DIR instead"

@@ -27,6 +27,7 @@ import torch
 from radd_cli.errors import ConfigError
 from radd_cli.tokenizer import Tokenizer
 
+MAX_SPAN = 1 << 20  # tokens in one [MASK:n] span; a model's length bounds the whole template anyway
 _BRACKET_HINT = "write [[ for a literal '[' and ]] for a literal ']'"
 _INTEGER = re.compile(r"[+-]?\d+")
 
@@ -67,8 +68,21 @@ class Infill:
         return render_spans(tokens, self.free, tokenizer)
 
 
+def check_text(text: str | None, option: str) -> None:
+    """Refuse text that is not valid Unicode (bytes that were not UTF-8 on the command line)."""
+    if text is None:
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ConfigError(
+            f"{option} holds bytes that are not UTF-8 text (at character {error.start + 1}); give UTF-8 text"
+        ) from None
+
+
 def parse_template(text: str) -> list[Segment]:
     """The segments of a `--template` string, in order; adjacent text (literal brackets included) is one."""
+    check_text(text, "--template")
     segments: list[Segment] = []
     literal: list[str] = []
     i = 0
@@ -115,6 +129,10 @@ def _span_count(body: str, position: int) -> int:
             f"of tokens, e.g. [MASK:8]"
         )
     n = int(count)
+    if n > MAX_SPAN:
+        raise ConfigError(
+            f"[MASK:{count}] at character {position} of the template is longer than any model ({MAX_SPAN} tokens at most)"
+        )
     if n < 1:
         raise ConfigError(
             f"[MASK:{count}] at character {position} of the template has no free token; use a count of 1 or more"
@@ -141,6 +159,8 @@ def prefix_suffix_template(prefix: str | None, suffix: str | None, length: int, 
     An empty string counts as not given. Text is kept as written: a suffix that should follow the
     generated words after a space must start with one.
     """
+    check_text(prefix, "--prefix")
+    check_text(suffix, "--suffix")
     if not prefix and not suffix:
         raise ConfigError(
             "infilling needs fixed text: give --prefix and/or --suffix (with --length), or --template; "

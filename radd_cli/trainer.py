@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import signal
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ import numpy as np
 import torch
 
 from radd_cli import data as data_lib
-from radd_cli.errors import ConfigError, TrainingError
+from radd_cli.errors import CheckpointError, ConfigError, TrainingError
+from radd_cli.files import WRITE_ERRORS, cause, replace_folder
 from radd_cli.learner import Learner, TrainState
 from radd_cli.losses import LOSSES
 from radd_cli.masking import seed_for
@@ -29,6 +31,10 @@ from radd_cli.run_log import RunLogger
 from radd_cli.runtime import Runtime, build_runtime
 from radd_cli.sampling import generate
 from radd_cli.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+
+
+# What loading a damaged checkpoint raises: truncated or empty files, missing ones, garbage in a pickle.
+UNREADABLE = WRITE_ERRORS + (RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError)
 
 
 class TrainingInterrupted(TrainingError):
@@ -64,28 +70,35 @@ def prepare_tokenizer(recipe: Recipe, folder: RunFolder, runtime: Runtime) -> To
         "train_split": recipe.data.train_split,
         "vocab_size": recipe.tokenizer.vocab_size,
     }
-    stamp = folder.tokenizer / "trained_for.json"
-    if runtime.is_main and not (stamp.is_file() and json.loads(stamp.read_text()) == made_for):
+
+    def train_once() -> None:
+        stamp = folder.tokenizer / "trained_for.json"
+        if stamp.is_file() and json.loads(stamp.read_text()) == made_for:
+            return
         documents = data_lib.load_documents(recipe.data.train, recipe.data.train_split)
         if "text" not in documents.column_names:
             raise ConfigError("tokenizer.name = 'train' needs text documents, not pre-tokenized input_ids")
         tokenizer = train_tokenizer((row["text"] for row in documents), recipe.tokenizer.vocab_size)
-        tokenizer.save(folder.tokenizer)
-        stamp.write_text(json.dumps(made_for) + "\n")
-    runtime.barrier()
+
+        def write(directory: Path) -> None:
+            tokenizer.save(directory)
+            (directory / "trained_for.json").write_text(json.dumps(made_for) + "\n")
+
+        replace_folder(folder.tokenizer, write)
+
+    runtime.main_first(train_once, others=False)
     return load_tokenizer(str(folder.tokenizer))
 
 
 def prepare_data(recipe: Recipe, tokenizer: Tokenizer, runtime: Runtime) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation blocks; the main process tokenizes into the cache, the others read it."""
     data, length = recipe.data, recipe.model.length
-    loaded = {}
-    for turn in ("main", "others"):
-        if (turn == "main") == runtime.is_main:
-            loaded["train"] = data_lib.load_blocks(data.train, data.train_split, tokenizer, length, data.cache_dir)
-            loaded["valid"] = data_lib.load_blocks(data.valid, data.valid_split, tokenizer, length, data.cache_dir)
-        runtime.barrier()
-    return loaded["train"], loaded["valid"]
+    return runtime.main_first(
+        lambda: (
+            data_lib.load_blocks(data.train, data.train_split, tokenizer, length, data.cache_dir),
+            data_lib.load_blocks(data.valid, data.valid_split, tokenizer, length, data.cache_dir),
+        )
+    )
 
 
 class StopSignals:
@@ -117,26 +130,25 @@ class Trainer:
         recipe: Recipe,
         run_dir: str | Path,
         *,
+        restart: bool = False,
         show_progress: bool = True,
         on_step: Callable[[TrainState, np.ndarray], None] | None = None,
     ):
+        """Set the run up: claim and lock the folder, check it may be continued with `recipe` (or, with
+        `restart`, move its old files aside), then tokenizer, data and Learner. Nothing of the run's own
+        metadata is written before the run starts."""
         self.recipe, self.folder, self.on_step = recipe, RunFolder(run_dir), on_step
         training = recipe.training
         self.runtime = rt = build_runtime(
             training.mixed_precision, trackers=recipe.logging.trackers, project_dir=str(self.folder.path)
         )
-        if rt.is_main:
-            self.folder.lock()
+        rt.main_first(lambda: (self.folder.claim(), self.folder.lock()), others=False)
         try:
-            if rt.is_main:
-                self.folder.check_recipe(recipe)
-                self.folder.remove_partial_saves()
-                self.folder.write_recipe(recipe)
-            rt.barrier()
+            rt.main_first(lambda: (self.folder.tidy(), self.folder.check_continuation(recipe, restart)), others=False)
             self.tokenizer = prepare_tokenizer(recipe, self.folder, rt)
+            self.learner = Learner(recipe, rt, self.tokenizer.vocab_size)  # refuses what cannot fit in memory
             self.train_blocks, self.valid_blocks = prepare_data(recipe, self.tokenizer, rt)
             self.order = data_lib.BlockOrder(len(self.train_blocks), training.seed)
-            self.learner = Learner(recipe, rt, self.tokenizer.vocab_size)
             self.logger = RunLogger(self.folder, rt, recipe, show_progress=show_progress)
         except BaseException:
             self.folder.unlock()
@@ -147,12 +159,33 @@ class Trainer:
         return self.learner.state
 
     def resume(self) -> bool:
-        latest = self.folder.latest_checkpoint()
-        if latest is None:
-            return False
-        self.runtime.load_state(str(latest))
-        self.logger.line(f"resumed from {latest} (step {self.state.step})")
-        return True
+        """Continue from the newest checkpoint that loads; unreadable ones are kept aside, never deleted."""
+        found = self.folder.complete_checkpoints()
+        for _, checkpoint in reversed(found):
+            self.runtime.main_first(lambda: self.folder.check_checkpoint_recipe(checkpoint, self.recipe))
+            problem = self._load(checkpoint)
+            if not self.runtime.any(problem is not None):
+                self.logger.line(f"resumed from {checkpoint} (step {self.state.step})")
+                return True
+            if self.runtime.is_main:
+                aside = self.folder.set_aside(checkpoint, problem or "unreadable on another process")
+                self.logger.line(f"skipped {checkpoint.name}, which does not load ({problem}); kept as {aside.name}")
+            self.runtime.barrier()
+        if found:
+            raise CheckpointError(
+                f"no checkpoint in {self.folder.checkpoints} loads (they are kept as unreadable-step_N); "
+                "pass --restart to train again from scratch"
+            )
+        return False
+
+    def _load(self, checkpoint: Path) -> str | None:
+        """Load a checkpoint into the run; what went wrong when it does not load, or None."""
+        self.learner.check_weights(checkpoint)
+        try:
+            self.runtime.load_state(str(checkpoint))
+        except UNREADABLE as error:
+            return cause(error)
+        return None
 
     def run(self) -> TrainResult:
         """Train to recipe.training.steps, validating, sampling and checkpointing on the way."""
@@ -164,6 +197,9 @@ class Trainer:
     def _run(self) -> TrainResult:
         recipe, rt, state = self.recipe, self.runtime, self.state
         self.resume()
+        if rt.is_main:  # the run is set up: now its metadata may be written
+            self.folder.write_recipe(recipe)
+            self.folder.keep_metrics_up_to(state.step)
         tokens_per_step = recipe.training.batch_size * recipe.model.length
         started, first_step = time.perf_counter(), state.step
         with StopSignals() as signals, self.logger.progress(state.step, recipe.training.steps) as progress:
@@ -225,10 +261,11 @@ class Trainer:
         state = self.state
         self.logger.line(f"step {state.step - 1}: non-finite loss or gradient ({loss}); step skipped")
         if state.nonfinite_in_a_row >= self.recipe.training.max_nonfinite:
+            latest = self.folder.latest_checkpoint()
+            kept = f"the last good checkpoint, {latest}, is intact" if latest else "no checkpoint had been saved yet"
             raise TrainingError(
                 f"{state.nonfinite_in_a_row} non-finite losses in a row at step {state.step - 1}; stopped without "
-                f"saving, the last good checkpoint in {self.folder.checkpoints} is intact (lower training.lr, "
-                "or try training.mixed_precision = 'fp32')"
+                f"saving ({kept}); lower training.lr, or try training.mixed_precision = 'fp32'"
             )
 
     @torch.no_grad()
@@ -265,7 +302,7 @@ class Trainer:
         return texts
 
     def save(self) -> Path:
-        return self.folder.save(self.runtime, self.state.step, self.recipe.checkpoint.keep_last)
+        return self.folder.save(self.runtime, self.state.step, self.recipe.checkpoint.keep_last, self.recipe)
 
     def export(self) -> Path:
         """final/: the EMA weights, tokenizer and noise schedule in radd's layout."""

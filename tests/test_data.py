@@ -41,9 +41,15 @@ def test_pre_tokenized_rows_are_used_as_they_are(tmp_path, tokenizer):
     path.write_text("\n".join(json.dumps({"input_ids": row}) for row in ([1, 2, 3, 4], [5, 6, 7, 8])))
     blocks = data.load_blocks(str(path), "all", tokenizer, 4, tmp_path / "cache")
     assert blocks.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
-    path.write_text(json.dumps({"input_ids": [1, 2, 999]}))
-    with pytest.raises(DataError, match="input_ids must be in 0..299, found 1..999"):
-        data.load_blocks(str(path), "all", tokenizer, 2, tmp_path / "cache")
+    for rows, found in (
+        ([[1, 2], [1, 2, 999]], "row 2: input_ids must be whole numbers in 0..299, found 999"),
+        ([[1.5, 2]], "row 1: input_ids must be whole numbers in 0..299, found 1.5"),
+        ([[3, -1]], "row 1: .* found -1"),
+        ([[1], "12"], "row 2: .* found 12"),
+    ):
+        path.write_text("\n".join(json.dumps({"input_ids": row}) for row in rows))
+        with pytest.raises(DataError, match=f"ids.jsonl \\(all\\): {found}"):
+            data.load_blocks(str(path), "all", tokenizer, 2, tmp_path / "cache")
 
 
 def test_tokenizing_happens_once_per_source_split_and_tokenizer(tmp_path, tokenizer, monkeypatch):

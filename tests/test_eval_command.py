@@ -105,7 +105,7 @@ def test_bad_eval_options_are_refused_before_any_work(tmp_path, tiny_checkpoint)
     (tmp_path / "rows.jsonl").write_text(json.dumps({"text": None}) + "\n")
     assert_clean_error(
         run("--model", tiny_checkpoint, "--dataset", tmp_path / "rows.jsonl", "--cache-dir", tmp_path / "cache"),
-        "has a `text` of None",
+        "row 1 has a `text` of 'None', not a string",
         1,
     )
     (tmp_path / "mixed").mkdir()

@@ -193,11 +193,36 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, cache_dir, mo
     assert all(torch.isfinite(t).all() for t in weights(latest).values())
 
 
-def test_a_tokenizer_from_an_unfinished_start_is_retrained_when_the_recipe_changed(tmp_path, cache_dir):
+def test_a_finished_run_is_only_trained_again_with_restart_and_nothing_is_lost(tmp_path, cache_dir):
     train_in_process(tmp_path / "run", cache_dir, "training.steps=1")
-    shutil.rmtree(tmp_path / "run" / "checkpoints")  # as if killed before its first checkpoint
-    _, result = train_in_process(tmp_path / "run", cache_dir, "training.steps=1", "tokenizer.vocab_size=320")
-    assert RADD.from_pretrained(result.final_dir).vocab_size == 320
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # a finished run whose checkpoints are gone
+    final = weights(tmp_path / "run" / "final")
+    with pytest.raises(ConfigError, match="holds a finished run \\(final/\\) and no checkpoint.*--restart"):
+        train_in_process(tmp_path / "run", cache_dir, "training.steps=1")
+    with pytest.raises(ConfigError, match="different recipe \\(tokenizer.vocab_size: 300 → 320\\)"):
+        train_in_process(tmp_path / "run", cache_dir, "training.steps=1", "tokenizer.vocab_size=320")
+    assert_same(weights(tmp_path / "run" / "final"), final)  # untouched by the refusals
+    trainer = Trainer(
+        load_recipe("tiny", overrides(cache_dir, "training.steps=1", "tokenizer.vocab_size=320")),
+        tmp_path / "run",
+        restart=True,
+    )
+    result = trainer.run()
+    assert RADD.from_pretrained(result.final_dir).vocab_size == 320  # the tokenizer was trained again
+    [aside] = (tmp_path / "run").glob("replaced-*")
+    assert_same(weights(aside / "final"), final) and (aside / "recipe.json").is_file()
+
+
+def test_a_folder_radd_did_not_make_is_refused_and_left_alone(tmp_path, cache_dir):
+    user = tmp_path / "user" / "final"
+    user.mkdir(parents=True)
+    (user / "important.txt").write_text("x")
+    for folder in (tmp_path / "user", tmp_path / "user" / "final"):
+        with pytest.raises(ConfigError, match="is not empty and is not a radd run folder"):
+            train_in_process(folder, cache_dir, "training.steps=1")
+    assert (user / "important.txt").read_text() == "x" and sorted(p.name for p in user.iterdir()) == ["important.txt"]
+    (tmp_path / "empty").mkdir()
+    assert train_in_process(tmp_path / "empty", cache_dir, "training.steps=1")[1].steps == 1
 
 
 def test_a_single_text_file_is_split_by_paragraph(tmp_path, cache_dir):
@@ -298,3 +323,51 @@ def test_a_known_markov_chain_is_learned_to_its_entropy_rate(tmp_path):
     # A context-free model cannot beat (15 · log 3) / 16 = 1.03 nats/token; the chain's value is 0.63.
     print(f"Markov chain: validation bound {result.valid_loss:.4f} nats/token, known {known:.4f}")
     assert known < 0.64 and abs(result.valid_loss - known) < 0.03 * known, (result.valid_loss, known)
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_last_good_one(tmp_path, cache_dir):
+    extra = ["checkpoint.every=2", "checkpoint.keep_last=3"]
+    train_in_process(tmp_path / "run", cache_dir, "training.steps=6", *extra)
+    step_6, step_4 = tmp_path / "run" / "checkpoints" / "step_6", tmp_path / "run" / "checkpoints" / "step_4"
+    data = (step_6 / "model.safetensors").read_bytes()
+    (step_6 / "model.safetensors").write_bytes(data[: len(data) // 2])  # truncated
+    (step_4 / "custom_checkpoint_0.pkl").write_bytes(b"")  # empty
+    _, result = train_in_process(tmp_path / "run", cache_dir, "training.steps=8", *extra)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "skipped step_6, which does not load" in log and "skipped step_4" in log and "resumed from" in log
+    for name in ("unreadable-step_6", "unreadable-step_4"):  # kept aside with the reason, never deleted
+        assert (tmp_path / "run" / "checkpoints" / name / "WHY.txt").is_file()
+    assert len((tmp_path / "run" / "checkpoints" / "unreadable-step_6" / "model.safetensors").read_bytes()) == len(
+        data
+    ) // 2
+    train_in_process(tmp_path / "straight", cache_dir, "training.steps=8", *extra)
+    assert result.steps == 8
+    assert_same(weights(tmp_path / "run" / "final"), weights(tmp_path / "straight" / "final"))
+
+
+def test_when_no_checkpoint_loads_the_error_is_one_line(tmp_path, cache_dir, monkeypatch):
+    train_in_process(tmp_path / "run", cache_dir, "training.steps=2")
+    for checkpoint in (tmp_path / "run" / "checkpoints").iterdir():
+        for file in checkpoint.iterdir():
+            file.unlink()  # empty step_N folders
+    command = ["train", *overrides(cache_dir, "training.steps=4"), "--run-dir", str(tmp_path / "run")]
+    result = runner.invoke(app, command)
+    *notices, error = result.output.strip().splitlines()
+    assert result.exit_code == 1 and error.startswith("Error: no checkpoint in") and "--restart" in error
+    assert [line.split(",")[0] for line in notices] == ["skipped step_2"], result.output
+    monkeypatch.setenv("RADD_DEBUG", "1")  # the real error shows, not "Aborted." (step_2 is set aside by now)
+    assert "holds a finished run (final/) and no checkpoint" in str(runner.invoke(app, command).exception)
+
+
+def test_a_failed_resume_does_not_rewrite_the_recipe(tmp_path, cache_dir):
+    train_in_process(tmp_path / "run", cache_dir, "training.steps=2")
+    (tmp_path / "run" / "recipe.json").unlink()
+    with pytest.raises(ConfigError, match="step_2 was trained with a different recipe \\(model.n_blocks: 2 → 1\\)"):
+        train_in_process(tmp_path / "run", cache_dir, "training.steps=3", "model.n_blocks=1")
+    for checkpoint in (tmp_path / "run" / "checkpoints").iterdir():
+        (checkpoint / "recipe.json").unlink()  # checkpoints written before checkpoints kept their recipe
+    with pytest.raises(ConfigError, match="holds a network of another shape.*--restart"):
+        train_in_process(tmp_path / "run", cache_dir, "training.steps=3", "model.n_blocks=1")
+    assert not (tmp_path / "run" / "recipe.json").exists()  # nothing was written by the failed attempts
+    _, result = train_in_process(tmp_path / "run", cache_dir, "training.steps=3")  # the original command resumes
+    assert result.steps == 3 and json.loads((tmp_path / "run" / "recipe.json").read_text())["training"]["steps"] == 3

@@ -14,6 +14,7 @@ from radd_cli.benchmark import Size
 from radd_cli.commands.options import BatchSizeOption, DeviceOption, JsonOption, PrecisionOption, check_writable
 from radd_cli.console import err, out
 from radd_cli.errors import ConfigError
+from radd_cli.files import write_atomically, write_text
 from radd_cli.inference import load_for_inference
 from radd_cli.losses import Loss, TrainingLoss
 from radd_cli.model import RADD, Attention, ModelShape, shape_values
@@ -54,13 +55,27 @@ def _steps_list(text: str) -> list[int]:
 
 
 def _check_outputs(json_path: Path | None, plot: Path | None = None) -> None:
+    """Refuse bad --json / --plot paths, and --plot without matplotlib, before anything is measured."""
     check_writable(json_path, "--json")
     check_writable(plot, "--plot")
+    if plot is not None:
+        _pyplot()
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'radd[plot]'") from None
+    return plt
 
 
 def _write_json(path: Path | None, payload: dict) -> None:
     if path is not None:
-        path.write_text(json.dumps(payload, indent=2) + "\n")
+        write_text(path, json.dumps(payload, indent=2) + "\n")
         err.print(f"wrote {path}")
 
 
@@ -142,13 +157,7 @@ def bench_sample(
 
 
 def _plot(rows, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'radd[plot]'") from None
+    plt = _pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for mode in sorted({row.cache for row in rows}):
         chosen = [row for row in rows if row.cache == mode]
@@ -163,7 +172,7 @@ def _plot(rows, path: Path) -> None:
         axis.set_ylabel(name)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=120))
     err.print(f"wrote {path}")
 
 

@@ -9,6 +9,7 @@ import typer
 
 from radd_cli.console import out
 from radd_cli.errors import RaddError
+from radd_cli.files import replace_folder
 from radd_cli.pretrained import load, save
 
 
@@ -26,7 +27,14 @@ def convert(
     if destination.is_dir() and any(destination.iterdir()) and not force:
         raise RaddError(f"{destination} is not empty; pass --force to write into it anyway")
     bundle = load(source, ema=not no_ema, with_tokenizer=False)
-    save(bundle.model, destination, noise=bundle.noise, tokenizer=bundle.tokenizer_source)
+
+    def write(folder: Path) -> None:
+        save(bundle.model, folder, noise=bundle.noise, tokenizer=bundle.tokenizer_source)
+
+    if destination.is_dir() and any(destination.iterdir()):
+        write(destination)  # --force: each file replaced atomically, the folder's other files left alone
+    else:
+        replace_folder(destination, write)  # built beside DST and renamed: never half-written
     config = bundle.model.config
     parameters = sum(p.numel() for p in bundle.model.parameters())
     out.print(

@@ -23,6 +23,7 @@ from radd_cli.commands.options import (
 )
 from radd_cli.console import err, out, progress_bar
 from radd_cli.errors import ConfigError, DataError
+from radd_cli.files import write_text
 from radd_cli.evaluation import DEFAULT_MC_SAMPLES, PerplexityReport, evaluate_perplexity
 from radd_cli.inference import load_for_inference
 from radd_cli.losses import Loss
@@ -148,7 +149,7 @@ def _perplexity(
             "precision": str(loaded.precision),
             "torch": torch.__version__,
         }
-        json_path.write_text(json.dumps(settings | report.to_dict(), indent=2) + "\n")
+        write_text(json_path, json.dumps(settings | report.to_dict(), indent=2) + "\n")
 
 
 def _print_report(report: PerplexityReport, model: str, dataset: str, split: str) -> None:
@@ -189,15 +190,21 @@ def _generative(samples: Path, judge: str, batch_size: int, device: str, json_pa
         f"{report.mean_perplexity:.3f}) with unigram entropy {report.mean_entropy:.3f} nats; {distinct}"
     )
     if json_path is not None:
-        json_path.write_text(json.dumps({"samples": str(samples), "judge": judge} | report.to_dict(), indent=2) + "\n")
+        write_text(json_path, json.dumps({"samples": str(samples), "judge": judge} | report.to_dict(), indent=2) + "\n")
 
 
 def read_samples(path: Path) -> tuple[list[str], list[list[int]] | None]:
     """Texts and (when every row has them) token ids from a radd sample .jsonl file."""
+    if path.is_dir():
+        raise DataError(f"--samples {path} is a folder; give the .jsonl file that radd sample --output wrote")
     if not path.is_file():
-        raise DataError(f"{path}: no such file; write one with `radd sample --output FILE.jsonl`")
+        raise DataError(f"--samples {path}: no such file; write one with `radd sample --output FILE.jsonl`")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"--samples {path} is not UTF-8 text (byte {error.start}); give a .jsonl file") from None
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))

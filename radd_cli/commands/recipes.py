@@ -11,6 +11,7 @@ from rich.table import Table
 from radd_cli.commands.options import check_writable
 from radd_cli.console import out
 from radd_cli.errors import RaddError
+from radd_cli.files import write_text
 from radd_cli.recipe import recipe_text, shipped_recipes
 
 
@@ -36,5 +37,5 @@ def recipes(
     if copy.exists() and not force:
         raise RaddError(f"{copy} exists; pass --force to overwrite it")
     check_writable(copy, "--copy")
-    copy.write_text(text)
+    write_text(copy, text)
     out.print(f"Wrote {copy}; train with `radd train --recipe {copy}`.")

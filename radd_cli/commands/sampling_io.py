@@ -36,9 +36,12 @@ from radd_cli.commands.options import (
 )
 from radd_cli.console import err, out, progress_bar
 from radd_cli.errors import ConfigError
+from radd_cli.files import write_text
 from radd_cli.inference import LoadedModel, load_for_inference
 from radd_cli.runtime import Precision
-from radd_cli.sampling import Method, SampleResult, SamplingConfig, Strategy, generate, make_sampler
+from radd_cli.sampling import Method, SampleResult, SamplingConfig, Strategy, check_results_fit, generate, make_sampler
+
+BYTES_PER_PRINTED_TOKEN = 64  # the token tensor, the token ids and text of each record, and the output file
 
 # The options `radd sample` and `radd infill` share: (type, default). A command decorated with
 # `generation_command` receives the sampling ones as one SamplingConfig (`config`) and the rest as `draw`.
@@ -116,8 +119,8 @@ class Request:
     seed: int
 
     @property
-    def seeds(self) -> list[int]:
-        return [self.seed + i for i in range(self.num_samples)]
+    def seeds(self) -> range:
+        return range(self.seed, self.seed + self.num_samples)
 
 
 def sampling_config(*, method, steps, order, strategy, top_p, top_k, temperature, no_cache) -> SamplingConfig:
@@ -140,6 +143,7 @@ def draw(
     loaded: LoadedModel, config: SamplingConfig, request: Request, template: torch.Tensor | None = None
 ) -> tuple[SampleResult, float]:
     """Sample with a progress bar; returns (result, seconds)."""
+    check_results_fit(request.num_samples, request.length, BYTES_PER_PRINTED_TOKEN)
     with progress_bar(transient=True) as bar:
         task = bar.add_task("sampling", total=request.num_samples)
         started = time.perf_counter()
@@ -252,7 +256,7 @@ def check_output(path: Path | None) -> None:
 
 def write_output(path: Path, rows: list[dict]) -> None:
     if path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
     else:
-        path.write_text("\n\n".join(row["text"] for row in rows) + "\n")
+        write_text(path, "\n\n".join(row["text"] for row in rows) + "\n")
     err.print(f"wrote {len(rows)} samples to {path}")

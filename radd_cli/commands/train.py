@@ -27,6 +27,12 @@ def train(
     gpus: Annotated[
         int, typer.Option("--gpus", min=1, help="GPUs of this machine to train on (one process each).")
     ] = 1,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart", help="Train the run folder's run again from scratch; its old files are moved aside, not deleted."
+        ),
+    ] = False,
 ) -> None:
     """Train a RADD model. Re-running the same command resumes from the last complete checkpoint."""
     from radd_cli.trainer import Trainer
@@ -35,7 +41,7 @@ def train(
     if gpus > 1 and not launched_as_one_of_many():
         raise typer.Exit(relaunch_on_gpus(gpus, sys.argv[1:]))
     folder = run_dir or Path("runs") / loaded.name
-    result = Trainer(loaded, folder).run()
+    result = Trainer(loaded, folder, restart=restart).run()
     if result.samples:
         out.print(f"\nA sample from {result.final_dir}:\n", highlight=False)
         out.print(result.samples[0], markup=False, highlight=False)

@@ -20,10 +20,10 @@ from radd_cli.sampling import planned  # noqa: F401  (registers tweedie, euler, 
 from radd_cli.sampling.config import MAX_STEPS, OrderName, SamplingConfig
 from radd_cli.sampling.engine import (
     SAMPLERS,
-    NonFiniteOutput,
     Rows,
     Sampler,
     SampleResult,
+    check_results_fit,
     model_device,
     register,
     resolve_seeds,
@@ -42,7 +42,6 @@ Method = choices_of("Method", SAMPLERS, __name__)
 __all__ = [
     "MAX_STEPS",
     "Method",
-    "NonFiniteOutput",
     "OrderName",
     "Rows",
     "SAMPLERS",
@@ -94,6 +93,7 @@ def generate(
         problems.append(f"batch_size must be at least 1, got {batch_size}")
     if problems:
         raise ConfigError(problems)
+    check_results_fit(num_samples, length)
     vocab_size, mask_id = vocabulary(model)
     start = template_tokens(template, length, mask_id, vocab_size)
     seeds = resolve_seeds(seeds, num_samples, generator)

@@ -15,15 +15,12 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from radd_cli.errors import ConfigError, RaddError
+from radd_cli.errors import ConfigError, NonFiniteError
+from radd_cli.runtime import available_memory
 from radd_cli.schedule import Schedule
 from radd_cli.scoring import log_probs_at
 
 SEED_LIMIT = 2**64  # torch generators take seeds in [0, 2^64)
-
-
-class NonFiniteOutput(RaddError):
-    """The network returned NaN or +inf log-probabilities: its weights are broken."""
 
 
 @dataclass
@@ -148,7 +145,7 @@ def advance(model: nn.Module, groups: list[tuple[Sampler, Rows]]) -> None:
         log_probs = log_probs_at(model, tokens, where).split([int(query.where.sum()) for query in queries])
     for (sampler, rows), query, part in zip(groups, queries, log_probs):
         if part.numel() and not torch.isfinite(part.max()):
-            raise NonFiniteOutput(
+            raise NonFiniteError(
                 "the model produced NaN or infinite log-probabilities; its weights are broken (check the "
                 "checkpoint, or retrain from an earlier one)"
             )
@@ -215,18 +212,30 @@ def decoded_fraction(rows: Rows | None, mask_id: int) -> float:
     return float((decoded / rows.free.sum(dim=1).clamp(min=1)).sum())
 
 
-def resolve_seeds(seeds, num_samples: int, generator: torch.Generator | None) -> list[int]:
+def resolve_seeds(seeds, num_samples: int, generator: torch.Generator | None):
     """One seed per sample: the given ones (checked), or drawn from `generator` (or torch's global one)."""
     if seeds is None:
         source = generator.device if generator is not None else "cpu"
         return torch.randint(0, 2**62, (num_samples,), generator=generator, device=source).tolist()
-    seeds = list(seeds)
+    if not isinstance(seeds, range):
+        seeds = list(seeds)
     if len(seeds) != num_samples:
         raise ConfigError(f"{len(seeds)} seeds for {num_samples} samples; give one seed per sample")
-    bad = [seed for seed in seeds if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT]
+    ends = [seeds[0], seeds[-1]] if isinstance(seeds, range) else seeds
+    bad = [seed for seed in ends if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT]
     if bad:
         raise ConfigError(f"seeds must be whole numbers in 0..2^64-1, got {bad[0]!r}")
     return seeds
+
+
+def check_results_fit(num_samples: int, length: int, bytes_per_token: int = 8) -> None:
+    """Refuse to sample more tokens than the memory that holds the results can take."""
+    needed, free = num_samples * length * bytes_per_token, available_memory(torch.device("cpu"))
+    if free is not None and needed > free:
+        raise ConfigError(
+            f"{num_samples} samples × {length} tokens need about {needed / 1e9:.1f} GB to hold, but "
+            f"{free / 1e9:.1f} GB is free; draw them in parts (a different seed each)"
+        )
 
 
 def template_tokens(template, length: int, mask_id: int, vocab_size: int) -> torch.Tensor:
