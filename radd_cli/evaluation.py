@@ -229,8 +229,8 @@ def _check(loss: str, mc_samples: int, batch_size: int, target_se: float | None,
         problems.append(f"--mc-samples must be at least 1, got {mc_samples}")
     if batch_size < 1:
         problems.append(f"--batch-size must be at least 1, got {batch_size}")
-    if target_se is not None and not target_se > 0:
-        problems.append(f"--target-se must be > 0, got {target_se}")
+    if target_se is not None and not 0 < target_se < math.inf:
+        problems.append(f"--target-se must be a positive number, got {target_se}")
     if problems:
         raise ConfigError(problems)
     if blocks.ndim != 2 or len(blocks) == 0:

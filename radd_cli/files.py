@@ -98,9 +98,10 @@ def recover_folder(path: str | Path) -> None:
 
 
 def remove(path: Path) -> None:
-    """Remove a file or folder that radd itself created (a temporary or a superseded copy)."""
+    """Remove, as far as possible, a file or folder that radd itself created (a temporary or a superseded
+    copy); on a read-only disk there is nothing to remove, so failing to is not an error."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             path.unlink()

@@ -174,7 +174,10 @@ def recipe_text(name_or_path: str) -> tuple[str, str]:
     """(name, TOML text) of a shipped recipe name or a path to a TOML file."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        return path.stem, path.read_text()
+        try:
+            return path.stem, path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"recipe {path} cannot be read as TOML text ({error})") from None
     shipped = shipped_folder() / f"{name_or_path}.toml"
     if not name_or_path.endswith(".toml") and shipped.is_file():
         return name_or_path, shipped.read_text()

@@ -166,8 +166,8 @@ def prefix_suffix_template(prefix: str | None, suffix: str | None, length: int, 
             "infilling needs fixed text: give --prefix and/or --suffix (with --length), or --template; "
             "for unconditional text use `radd sample`"
         )
-    if length < 1:
-        raise ConfigError(f"--length is {length}; it must be at least 1 token")
+    if not 1 <= length <= MAX_SPAN:
+        raise ConfigError(f"--length is {length}; it must be between 1 and {MAX_SPAN} tokens")
     head = tokenizer.encode(prefix) if prefix else []
     tail = tokenizer.encode(suffix) if suffix else []
     fixed = len(head) + len(tail)

@@ -130,3 +130,22 @@ def test_unreachable_dataset_and_tokenizer_name_how_to_give_a_local_copy(monkeyp
         data.load_documents("ptb", "test")
     with pytest.raises(DataError, match="cannot load the tokenizer 'not-a-real/tokenizer'.*--local-dir"):
         load_tokenizer("not-a-real/tokenizer")
+
+
+def test_a_damaged_cache_file_is_rebuilt(tmp_path, tokenizer):
+    path = tmp_path / "notes.txt"
+    path.write_text("one document\n\nanother one\n")
+    first = data.token_stream(str(path), "all", tokenizer, tmp_path / "cache")
+    [cached] = (tmp_path / "cache" / "tokens").glob("*.npy")
+    cached.write_bytes(cached.read_bytes()[:20])  # truncated (a crash of an older version, a bad disk)
+    again = data.token_stream(str(path), "all", tokenizer, tmp_path / "cache")
+    assert again.tolist() == first.tolist() and len(cached.read_bytes()) > 20
+
+
+def test_files_that_are_not_regular_are_refused_instead_of_blocking(tmp_path, tokenizer):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.txt")
+    for source in (tmp_path / "pipe.txt", tmp_path):
+        with pytest.raises(DataError, match="pipe.txt is not a regular file"):
+            data.load_documents(str(source), "all")

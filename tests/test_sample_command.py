@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from radd_cli.cli import app
@@ -132,3 +133,28 @@ def test_missing_model_and_mismatched_tokenizer(tmp_path, tiny_checkpoint):
 
     save_file({k: v.contiguous() for k, v in state.items()}, broken / "model.safetensors")
     assert_clean_error(run("--model", broken), "the model has 299 tokens but its tokenizer", 1)
+
+
+def test_a_model_with_nan_weights_is_an_error_not_samples(tmp_path, tiny_checkpoint):
+    from radd_cli.pretrained import load, save
+
+    broken = tmp_path / "nan-model"
+    bundle = load(tiny_checkpoint)
+    with torch.no_grad():
+        bundle.model.blocks[0].mlp[0].weight.fill_(float("nan"))
+    save(bundle.model, broken, noise=bundle.noise, tokenizer=bundle.tokenizer_source)
+    result = run("--model", broken, "-n", 2, "--output", tmp_path / "s.jsonl")
+    assert_clean_error(result, "the model produced NaN or infinite log-probabilities", 1)
+    assert not (tmp_path / "s.jsonl").exists()
+    from radd_cli.cli import app as root
+
+    evaluated = runner.invoke(root, ["eval", "--model", str(broken), "--dataset", "builtin", "--mc-samples", "2"])
+    assert_clean_error(evaluated, "the model produced NaN or infinite losses", 1)
+
+
+def test_a_vanishing_temperature_is_the_most_likely_token(tmp_path, tiny_checkpoint):
+    for name, extra in (("cold", ["--temperature", "1e-320"]), ("greedy", ["--top-k", "1"])):
+        result = run("--model", tiny_checkpoint, "-n", 3, "--steps", 4, *extra, "--output", tmp_path / f"{name}.jsonl")
+        assert result.exit_code == 0, result.output
+    cold, greedy = read_jsonl(tmp_path / "cold.jsonl"), read_jsonl(tmp_path / "greedy.jsonl")
+    assert [r["token_ids"] for r in cold] == [r["token_ids"] for r in greedy]

@@ -42,6 +42,7 @@ def infill(
         filled = templates.build_template(segments, loaded.tokenizer)
     else:
         length = length if length is not None else loaded.model.config.length
+        sampling_io.check_length(loaded, length)
         filled = templates.prefix_suffix_template(prefix, suffix, length, loaded.tokenizer)
     templates.check_fits(filled, loaded.model.config.length)
     request = draw.request(filled.length)
