@@ -170,7 +170,7 @@ def test_prefix_suffix_errors(tokenizer):
         )
         with pytest.raises(ConfigError, match=re.escape(message)):
             prefix_suffix_template("Once upon a time", " The end.", length, tokenizer)
-    with pytest.raises(ConfigError, match=r"--length is 0; it must be at least 1"):
+    with pytest.raises(ConfigError, match=r"--length is 0; it must be between 1 and 1048576 tokens"):
         prefix_suffix_template("The", None, 0, tokenizer)
     for prefix, suffix in [(None, None), ("", "")]:
         with pytest.raises(ConfigError, match=r"give --prefix and/or --suffix .* or --template"):
