@@ -22,7 +22,7 @@ from radd_cli.model import RADD, ModelConfig
 from radd_cli.optim import build_optimizer, build_scheduler
 from radd_cli.pretrained import WEIGHTS_FILE, safetensors_shapes
 from radd_cli.recipe import Recipe
-from radd_cli.memory import MemoryEstimate, gigabytes, training_memory
+from radd_cli.memory import Layout, MemoryEstimate, gigabytes, training_memory
 from radd_cli.runtime import Precision, Runtime, available_memory
 from radd_cli.scoring import unwrap
 
@@ -44,10 +44,14 @@ class TrainState:
 
 
 class EMA:
-    """Exponential moving average of the parameters, in the published format (docs/model-files.md)."""
+    """Exponential moving average of the parameters, in the published format (docs/model-files.md).
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay, self.num_updates = decay, 0
+    Of a sharded model it keeps the average of this process's shards (`per_process`): the update is
+    elementwise, so no process needs the rest until the weights are exported or evaluated.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, *, per_process: bool = False):
+        self.decay, self.num_updates, self.per_process = decay, 0, per_process
         self.shadow_params = [p.detach().float().clone() for p in model.parameters()]
 
     @torch.no_grad()
@@ -57,9 +61,10 @@ class EMA:
         torch._foreach_lerp_(self.shadow_params, [p.detach().float() for p in parameters], 1 - decay)
 
     @torch.no_grad()
-    def copy_to(self, model: torch.nn.Module) -> None:
+    def copy_to(self, model: torch.nn.Module, gather=lambda shadow: shadow) -> None:
+        """Copy the averages into `model`'s full parameters (`gather` makes a shard whole)."""
         for shadow, parameter in zip(self.shadow_params, model.parameters()):
-            parameter.copy_(shadow)
+            parameter.copy_(gather(shadow))
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "num_updates": self.num_updates, "shadow_params": self.shadow_params}
@@ -82,21 +87,18 @@ class Learner:
     def __init__(self, recipe: Recipe, runtime: Runtime, vocab_size: int):
         training = recipe.training
         self.recipe, self.runtime, self.training = recipe, runtime, training
-        runtime.require_data_parallel()
-        if training.batch_size % (training.accumulation * runtime.world_size):
-            raise ConfigError(
-                f"training.batch_size ({training.batch_size}) must be a multiple of training.accumulation × "
-                f"processes ({training.accumulation} × {runtime.world_size})"
-            )
-        self.micro_batch = training.batch_size // (training.accumulation * runtime.world_size)
+        self.micro_batch = micro_batch_size(training, runtime.world_size)
         self.schedule = recipe.noise.schedule()
         self.objective = LOSSES[training.loss_type]
         config = ModelConfig.of(recipe.model, vocab_size)
-        check_fits(training_memory(config, self.micro_batch), available_memory(runtime.device), self.micro_batch)
+        estimate = training_memory(config, self.micro_batch, layout(training, runtime))
+        check_fits(estimate, available_memory(runtime.device), self.micro_batch)
         torch.manual_seed(training.seed)
         model = RADD(config).to(runtime.device)
-        self.eval_model = RADD(config).to(runtime.device).eval()  # holds the EMA weights for evaluation
-        self.ema = EMA(model, training.ema)
+        model.activation_checkpointing = training.activation_checkpointing
+        self.eval_model = RADD(config).to(runtime.device).eval()  # holds the (gathered) EMA weights for evaluation
+        model = runtime.shard(model, model.blocks)  # the optimizer and EMA follow its shards when sharded
+        self.ema = EMA(model, training.ema, per_process=runtime.sharded)
         self.state = TrainState()
         optimizer = build_optimizer(model, training, runtime.device)
         # Stepped here once per optimizer step: accelerate's wrapper would step it once per process
@@ -121,8 +123,9 @@ class Learner:
             first = (micro * rt.world_size + rt.rank) * self.micro_batch
             x0 = torch.as_tensor(np.asarray(blocks[first : first + self.micro_batch]).astype(np.int64)).to(rt.device)
             generator = torch.Generator(rt.device).manual_seed(seed_for(training.seed, state.step, rt.rank, micro, 2))
-            with rt.no_sync(self.model, sync=micro == training.accumulation - 1):  # prepare() added autocast
-                loss = self.objective(self.model, x0, self.schedule, generator=generator).mean()
+            with rt.no_sync(self.model, sync=micro == training.accumulation - 1):
+                with rt.training_autocast():  # prepare() added autocast to an unsharded model
+                    loss = self.objective(self.model, x0, self.schedule, generator=generator).mean()
                 rt.backward(loss / training.accumulation)
             total += loss.detach() / training.accumulation
         finite = bool(torch.isfinite(total))
@@ -151,7 +154,7 @@ class Learner:
         A checkpoint whose weights cannot be read at all is not refused here: loading it fails and the
         trainer falls back to an older one.
         """
-        shapes = safetensors_shapes(checkpoint / WEIGHTS_FILE)
+        shapes = self.runtime.saved_shapes(str(checkpoint)) or safetensors_shapes(checkpoint / WEIGHTS_FILE)
         if shapes is None:
             return
         expected = {key: tuple(value.shape) for key, value in unwrap(self.model).state_dict().items()}
@@ -167,9 +170,25 @@ class Learner:
             )
 
     def ema_model(self) -> RADD:
-        """The evaluation copy of the network, holding the current EMA weights."""
-        self.ema.copy_to(self.eval_model)
+        """The evaluation copy of the network, holding the current EMA weights. Every process must call this
+        (a sharded EMA is gathered)."""
+        self.ema.copy_to(self.eval_model, self.runtime.full)
         return self.eval_model
+
+
+def micro_batch_size(training, processes: int) -> int:
+    """Sequences per process and micro-batch: the global batch over accumulation steps and processes."""
+    if training.batch_size % (training.accumulation * processes):
+        raise ConfigError(
+            f"training.batch_size ({training.batch_size}) must be a multiple of training.accumulation × "
+            f"processes ({training.accumulation} × {processes})"
+        )
+    return training.batch_size // (training.accumulation * processes)
+
+
+def layout(training, runtime: Runtime) -> Layout:
+    """How this run lays out its memory: processes, sharding, precision, activation checkpointing."""
+    return Layout(runtime.world_size, runtime.sharded, runtime.precision, training.activation_checkpointing)
 
 
 def check_fits(estimate: MemoryEstimate, available: int | None, micro_batch: int) -> None:
@@ -178,5 +197,6 @@ def check_fits(estimate: MemoryEstimate, available: int | None, micro_batch: int
         raise ConfigError(
             f"training needs about {gigabytes(estimate.total)} per process ({gigabytes(estimate.activations)} of "
             f"it for micro-batches of {micro_batch} sequences), but {gigabytes(available)} is free; lower "
-            "training.batch_size or raise training.accumulation"
+            "training.batch_size, raise training.accumulation, set training.activation_checkpointing = true, or "
+            "shard over more processes (training.sharding = 'fsdp'); `radd train --dry-run` shows the estimate"
         )

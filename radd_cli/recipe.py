@@ -25,7 +25,7 @@ from radd_cli.losses import TrainingLoss
 from radd_cli.model import ModelShape
 from radd_cli.optim import LRSchedule
 from radd_cli.run_log import Tracker
-from radd_cli.runtime import Precision
+from radd_cli.runtime import Precision, Sharding
 from radd_cli.sampling import Method, SamplingConfig
 from radd_cli.schedule import Schedule, ScheduleName, get_schedule, parameters
 from radd_cli.validation import limits, validate
@@ -91,6 +91,8 @@ class TrainingSection(Section):
     ema: float = field(default=0.9999, metadata=limits(low=0.0, below=1.0))
     seed: int = field(default=42, metadata=limits(low=0, below=2**63))
     mixed_precision: Precision = Precision.auto
+    sharding: Sharding = Sharding.auto
+    activation_checkpointing: bool = False
     compile: bool = False
     max_nonfinite: int = field(default=10, metadata=limits(low=1))
 

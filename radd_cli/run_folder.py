@@ -35,6 +35,7 @@ RESUMABLE_CHANGES = (
     "description",
     "training.steps",
     "training.max_nonfinite",
+    "training.activation_checkpointing",
     "evaluation.",
     "sampling.",
     "checkpoint.",

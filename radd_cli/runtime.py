@@ -3,16 +3,18 @@
 One process on a CPU or a GPU, several GPUs of one machine (`radd train --gpus N`, launched through
 `accelerate launch`), or several machines with the usual `accelerate launch` / `torchrun` command.
 Everything else asks a `Runtime` (prepare, backward, no_sync, clip, save/load state, trackers) and
-never reaches into accelerate itself.
+never reaches into accelerate itself. Sharded training (FSDP) lives in sharding.py, which only this
+module imports.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -23,19 +25,51 @@ from radd_cli.validation import Choice
 class Precision(Choice):
     """The trunk's compute precision. Norms, log-softmax and master weights always stay in float32."""
 
-    auto = "auto"  # bf16 on GPUs that support it, fp16 (with loss scaling) on older GPUs, fp32 on the CPU
+    auto = "auto"  # bf16 on GPUs and CPUs that support it, fp16 (with loss scaling) on older GPUs, else fp32
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+
+
+class Sharding(Choice):
+    """How training spreads the model over processes (sharding.py implements fsdp)."""
+
+    auto = "auto"  # fsdp when the launch asks for it (an accelerate config with FSDP), otherwise none
+    none = "none"  # data parallel (DDP): every process holds the whole model, optimizer and EMA
+    fsdp = "fsdp"  # parameters, gradients, optimizer state and EMA sharded over the processes (FSDP2)
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), where oneDNN's bf16 matmuls run about
+    twice as fast as float32; without either, bf16 is emulated and several times slower than float32."""
+    try:
+        capability = torch._C._cpu._get_cpu_capability()  # cpuinfo's view, on every platform
+        return bool(capability.get("avx512_bf16") or capability.get("amx_bf16"))
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_precision(requested: str, device_type: str) -> Precision:
     """The precision to run in on a device of this type (never `auto`)."""
     requested = Precision(requested)
     if device_type != "cuda":
-        if requested in (Precision.bf16, Precision.fp16):
-            raise ConfigError(f"precision {requested} needs a GPU; use auto or fp32 on the CPU")
-        return Precision.fp32
+        if requested == Precision.fp16:
+            raise ConfigError("precision fp16 needs a GPU; use auto, bf16 or fp32 on the CPU")
+        if requested == Precision.bf16 and not cpu_has_native_bf16():
+            raise ConfigError(
+                "precision bf16 needs a GPU or a CPU with native bf16 (AVX-512 BF16 or AMX), where it is faster "
+                "than fp32; this CPU emulates it, slower than fp32: use auto or fp32"
+            )
+        if requested == Precision.auto:
+            return Precision.bf16 if cpu_has_native_bf16() else Precision.fp32
+        return requested
     if requested == Precision.auto:
         return Precision.bf16 if torch.cuda.is_bf16_supported() else Precision.fp16
     return requested
@@ -61,9 +95,9 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 def autocast(device: torch.device, precision: Precision):
     """Autocast for the network's trunk (norms and log-softmax stay float32 inside the model)."""
-    if precision == Precision.fp32 or device.type != "cuda":
+    if precision == Precision.fp32:
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == Precision.bf16 else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == Precision.bf16 else torch.float16)
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -97,9 +131,17 @@ _ACCELERATE_PRECISION = {Precision.fp32: "no", Precision.bf16: "bf16", Precision
 
 @dataclass
 class Runtime:
-    """One process's view of the run, over an accelerate Accelerator that nothing else touches."""
+    """One process's view of the run, over an accelerate Accelerator that nothing else touches.
+
+    With `sharded`, the model and optimizer are sharded over the processes (sharding.py) instead of being
+    wrapped by accelerate, and saved by every process; accelerate still keeps the processes, the random
+    states, the trackers and the objects registered for checkpointing.
+    """
 
     accelerator: object
+    sharded: bool = False
+    reshard_after_forward: bool = True
+    _sharded_state: dict = field(default_factory=dict)  # model, optimizer and per-process objects to save
 
     @property
     def device(self) -> torch.device:
@@ -155,19 +197,50 @@ class Runtime:
         return result
 
     # training
-    def prepare(self, *objects):
-        """Wrap the model (DDP) and optimizer (loss scaling) for this launch."""
-        return self.accelerator.prepare(*objects)
+    def shard(self, model: torch.nn.Module, units) -> torch.nn.Module:
+        """Shard `model` over the processes when the run is sharded, each of `units` (its blocks) gathered on
+        its own; the model as it is otherwise. Build the optimizer and the EMA after this."""
+        if not self.sharded:
+            return model
+        from radd_cli import sharding
+
+        return sharding.shard(model, units, self.device, self.world_size, self.reshard_after_forward)
+
+    def prepare(self, model, optimizer):
+        """Wrap the model (DDP, autocast) and optimizer (loss scaling) for this launch; a sharded model and its
+        optimizer are kept as they are (and saved by every process)."""
+        if self.sharded:
+            self._sharded_state.update(model=model, optimizer=optimizer)
+            return model, optimizer
+        return self.accelerator.prepare(model, optimizer)
+
+    def training_autocast(self):
+        """The forward's autocast when `prepare` did not add it (sharded models). Its weight-cast cache is off:
+        it would keep a bf16 copy of every gathered block until the forward ends, even with activation
+        checkpointing (which otherwise frees each block's copy after the block)."""
+        if not self.sharded or self.precision == Precision.fp32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.accelerator.backward(loss)
+        if self.sharded:
+            loss.backward()
+        else:
+            self.accelerator.backward(loss)
 
     def no_sync(self, model, sync: bool):
-        """Skip the gradient all-reduce of this backward unless `sync` (the last micro-batch)."""
+        """Skip the gradient all-reduce (reduce-scatter) of this backward unless `sync` (the last micro-batch)."""
+        if self.sharded:
+            from radd_cli import sharding
+
+            sharding.requires_sync(model, sync)
+            return contextlib.nullcontext()
         return contextlib.nullcontext() if sync else self.accelerator.no_sync(model)
 
     def clip_grad_norm(self, parameters, max_norm: float) -> torch.Tensor:
-        """Clip the (unscaled) gradient norm; returns the norm before clipping."""
+        """Clip the (unscaled) gradient norm over all shards; returns the norm before clipping."""
+        if self.sharded:
+            return self.full(torch.nn.utils.clip_grad_norm_(list(parameters), max_norm))
         return self.accelerator.clip_grad_norm_(parameters, max_norm)
 
     def optimizer_step(self, optimizer) -> bool:
@@ -175,24 +248,50 @@ class Runtime:
         optimizer.step()
         return not (self.precision == Precision.fp16 and optimizer.step_was_skipped)
 
+    def full(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The whole of a sharded tensor on every process (all processes must call this); others as they are."""
+        if not self.sharded:
+            return tensor
+        from radd_cli import sharding
+
+        return sharding.full(tensor)
+
     def register_for_checkpointing(self, *objects) -> None:
-        """Objects with state_dict/load_state_dict saved and restored with the model and optimizer."""
-        self.accelerator.register_for_checkpointing(*objects)
+        """Objects with state_dict/load_state_dict saved and restored with the model and optimizer: by the main
+        process, or by every process for objects whose `per_process` is true (an EMA of shards)."""
+        for index, holder in enumerate(objects):
+            if self.sharded and getattr(holder, "per_process", False):
+                self._sharded_state[f"object{index}"] = holder
+            else:
+                self.accelerator.register_for_checkpointing(holder)
 
     def save_state(self, folder: str) -> None:
+        if self.sharded:
+            from radd_cli import sharding
+
+            state = dict(self._sharded_state)
+            sharding.save(folder, state.pop("model"), state.pop("optimizer"), state)
         self.accelerator.save_state(folder)
 
     def load_state(self, folder: str) -> None:
+        from radd_cli import sharding
+
+        if sharding.holds_shards(folder) != self.sharded:
+            raise ConfigError(
+                f"{folder} was saved {'with' if sharding.holds_shards(folder) else 'without'} sharding; resume it "
+                f"with training.sharding = '{'fsdp' if sharding.holds_shards(folder) else 'none'}' and a launch "
+                "that agrees (--run-dir starts a new run instead)"
+            )
+        if self.sharded:
+            state = dict(self._sharded_state)
+            sharding.load(folder, state.pop("model"), state.pop("optimizer"), state)
         self.accelerator.load_state(folder)
 
-    def require_data_parallel(self) -> None:
-        """Training keeps full parameters on every process (for the EMA and clipping): DDP, not sharding."""
-        kind = str(self.accelerator.distributed_type).rsplit(".", 1)[-1]
-        if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
-            raise ConfigError(
-                f"radd train runs data-parallel (DDP) only; this launch asked for {kind}, whose sharded parameters "
-                "the weight EMA cannot follow. Launch without the FSDP/DeepSpeed accelerate config"
-            )
+    def saved_shapes(self, folder: str) -> dict[str, tuple[int, ...]] | None:
+        """The network's weight shapes in a sharded checkpoint; None for other checkpoints or unreadable ones."""
+        from radd_cli import sharding
+
+        return sharding.saved_shapes(folder) if sharding.holds_shards(folder) else None
 
     # trackers (tensorboard, wandb)
     def init_trackers(self, name: str, config: dict) -> None:
@@ -211,6 +310,7 @@ def build_runtime(
     cpu: bool | None = None,
     trackers: tuple[str, ...] = (),
     project_dir: str | None = None,
+    sharding: str = "none",
 ) -> Runtime:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
@@ -224,7 +324,41 @@ def build_runtime(
         project_config=ProjectConfiguration(project_dir=project_dir, logging_dir=project_dir) if project_dir else None,
     )
     tune_for_speed(accelerator.device)
-    return Runtime(accelerator)
+    sharded = resolve_sharding(Sharding(sharding), accelerator, resolved)
+    if not sharded:
+        return Runtime(accelerator)
+    from radd_cli import sharding as fsdp
+
+    return Runtime(accelerator, sharded=True, reshard_after_forward=fsdp.reshard_after_forward(accelerator))
+
+
+def plans_to_shard(requested: str) -> bool:
+    """Whether a run of this process's launch would be sharded, without starting one (`radd train --dry-run`)."""
+    requested = Sharding(requested)
+    asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    return requested == Sharding.fsdp or (requested == Sharding.auto and asked)
+
+
+def resolve_sharding(requested: Sharding, accelerator, precision: Precision) -> bool:
+    """Whether to shard: the recipe's choice and the launch's accelerate config must agree."""
+    from radd_cli import sharding
+
+    for kind in ("DEEPSPEED", "MEGATRON_LM"):
+        if sharding.launch_asks_for(accelerator, kind):
+            raise ConfigError(
+                f"radd train shards with FSDP, not {kind}: launch with an accelerate config that uses FSDP "
+                "(distributed_type: FSDP), or plainly with training.sharding = 'fsdp'"
+            )
+    launch_fsdp = sharding.launch_asks_for(accelerator, "FSDP")
+    if requested == Sharding.none and launch_fsdp:
+        raise ConfigError(
+            "the launch's accelerate config asks for FSDP but training.sharding = 'none'; set it to 'auto' or "
+            "'fsdp', or launch without the FSDP config"
+        )
+    sharded = requested == Sharding.fsdp or (requested == Sharding.auto and launch_fsdp)
+    if sharded and precision == Precision.fp16:
+        raise ConfigError("sharded training runs in bf16 or fp32, not fp16: set training.mixed_precision = 'bf16'")
+    return sharded
 
 
 def launched_as_one_of_many() -> bool:

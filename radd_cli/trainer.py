@@ -140,7 +140,10 @@ class Trainer:
         self.recipe, self.folder, self.on_step = recipe, RunFolder(run_dir), on_step
         training = recipe.training
         self.runtime = rt = build_runtime(
-            training.mixed_precision, trackers=recipe.logging.trackers, project_dir=str(self.folder.path)
+            training.mixed_precision,
+            trackers=recipe.logging.trackers,
+            project_dir=str(self.folder.path),
+            sharding=training.sharding,
         )
         rt.main_first(lambda: (self.folder.claim(), self.folder.lock()), others=False)
         try:
@@ -216,7 +219,7 @@ class Trainer:
         seconds = time.perf_counter() - started
         valid_loss = self.validate()
         self.save()
-        samples = self.snapshot(state.step) if rt.is_main else []
+        samples = self.snapshot(state.step)
         final = self.export()
         speed = (state.step - first_step) * tokens_per_step / max(seconds, 1e-9)
         self.logger.finish(state, valid_loss, speed, seconds, final)
@@ -230,7 +233,7 @@ class Trainer:
             return
         if recipe.evaluation.every and step % recipe.evaluation.every == 0:
             self.logger.metrics(step, {"valid/nats_per_token": self.validate()})
-        if recipe.sampling.every and step % recipe.sampling.every == 0 and self.runtime.is_main:
+        if recipe.sampling.every and step % recipe.sampling.every == 0:
             self.snapshot(step)
         if step % recipe.checkpoint.every == 0:
             self.save()
@@ -286,11 +289,14 @@ class Trainer:
         return float(totals[0] / totals[1] / recipe.model.length)
 
     def snapshot(self, step: int) -> list[str]:
-        """A few samples from the EMA weights, written to samples/step_N.txt."""
-        section = self.recipe.sampling
+        """A few samples from the EMA weights, written to samples/step_N.txt by the main process (every process
+        takes part in gathering the weights)."""
+        section, model = self.recipe.sampling, self.learner.ema_model()
+        if not self.runtime.is_main:
+            return []
         with self.runtime.autocast():
             result = generate(
-                self.learner.ema_model(),
+                model,
                 self.learner.schedule,
                 section.config(),
                 num_samples=section.num_samples,

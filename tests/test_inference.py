@@ -20,6 +20,6 @@ def test_a_bad_device_or_precision_fails_before_the_model_is_looked_for(tmp_path
     with pytest.raises(ConfigError, match="asked for a GPU"):
         load_for_inference(str(tmp_path / "nowhere"), "cuda")
     with pytest.raises(ConfigError, match="needs a GPU"):
-        load_for_inference(str(tmp_path / "nowhere"), "cpu", "bf16")
+        load_for_inference(str(tmp_path / "nowhere"), "cpu", "fp16")
     with pytest.raises(CheckpointError, match="no such folder"):
         load_for_inference(str(tmp_path / "nowhere"), "cpu")

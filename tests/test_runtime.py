@@ -1,8 +1,11 @@
 """The runtime: the one place that knows devices, precision and accelerate, and the verbs the trainer uses."""
 
+import os
+
 import pytest
 import torch
 
+from radd_cli import runtime
 from radd_cli.errors import ConfigError
 from radd_cli.runtime import Precision, autocast, build_runtime, gpu_launch_command, pick_device, resolve_precision
 
@@ -10,13 +13,43 @@ needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the 
 
 
 @needs_no_gpu
-def test_precision_on_the_cpu():
+def test_precision_on_a_cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") is Precision.fp32
     assert resolve_precision(Precision.fp32, "cpu") is Precision.fp32
-    with pytest.raises(ConfigError, match="precision bf16 needs a GPU"):
+    with pytest.raises(ConfigError, match="precision bf16 needs a GPU or a CPU with native bf16"):
         resolve_precision("bf16", "cpu")
+    with pytest.raises(ConfigError, match="precision fp16 needs a GPU"):
+        resolve_precision("fp16", "cpu")
     with pytest.raises(ValueError):
         resolve_precision("fp8", "cpu")
+
+
+@needs_no_gpu
+def test_auto_precision_is_bf16_on_a_cpu_with_native_bf16(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") is Precision.bf16
+    assert resolve_precision("bf16", "cpu") is Precision.bf16
+    assert resolve_precision("fp32", "cpu") is Precision.fp32  # --precision fp32 stays available
+    with pytest.raises(ConfigError, match="precision fp16 needs a GPU"):
+        resolve_precision("fp16", "cpu")
+
+
+def test_cpu_bf16_detection_agrees_with_the_cpu_flags():
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else None
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    assert runtime.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_cpu_autocast_in_bf16_keeps_norms_and_log_probs_in_float32(tiny_model):
+    tokens = torch.randint(0, tiny_model.vocab_size + 1, (2, tiny_model.config.length))
+    x = torch.ones(1, 4, tiny_model.config.hidden_size)
+    with autocast(torch.device("cpu"), Precision.bf16):
+        assert (x @ x.mT).dtype == torch.bfloat16
+        assert tiny_model.blocks[0].norm1(x).dtype == torch.float32
+        assert tiny_model(tokens).dtype == torch.float32
+        assert torch.allclose(tiny_model(tokens).exp().sum(-1), torch.ones(()), atol=1e-5)
 
 
 @needs_no_gpu
@@ -45,7 +78,7 @@ def test_the_cpu_is_always_there_and_autocast_is_a_no_op_in_fp32():
 def test_the_runtime_verbs_train_a_model_and_round_trip_its_state(tmp_path):
     runtime = build_runtime("fp32", cpu=True)
     assert runtime.world_size == 1 and runtime.is_main and runtime.precision is Precision.fp32
-    runtime.require_data_parallel()
+    assert not runtime.sharded
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
     model, optimizer = runtime.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1))

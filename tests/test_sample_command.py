@@ -102,7 +102,7 @@ def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
         (["--method", "ordered", "--order", "sideways"], "is not forward, backward, random"),
         (["--output", "samples.csv"], "use a .txt or .jsonl file"),
         (["--device", "cuda:0"], "asked for a GPU"),
-        (["--dtype", "bf16"], "needs a GPU"),
+        (["--dtype", "fp16"], "needs a GPU"),
         (["--length", 0], "Invalid value for '--length'"),
         (["--output", "nowhere/s.jsonl"], "the folder nowhere does not exist"),
     ],

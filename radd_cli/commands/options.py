@@ -25,7 +25,9 @@ DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or 
 PrecisionOption = Annotated[
     Precision,
     typer.Option(
-        "--precision", "--dtype", help="Trunk precision: auto is bf16 on GPUs that support it, fp32 on the CPU."
+        "--precision",
+        "--dtype",
+        help="Trunk precision: auto is bf16 on GPUs and on CPUs with native bf16 (AVX-512 BF16, AMX), else fp32.",
     ),
 ]
 JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")]

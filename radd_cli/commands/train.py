@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 
+from radd_cli.commands.train_plan import print_plan
 from radd_cli.console import out
 from radd_cli.recipe import load_recipe
 from radd_cli.runtime import launched_as_one_of_many, relaunch_on_gpus
@@ -25,7 +28,10 @@ def train(
         typer.Option("--run-dir", help="Run folder (default runs/<recipe name>); re-running resumes it."),
     ] = None,
     gpus: Annotated[
-        int, typer.Option("--gpus", min=1, help="GPUs of this machine to train on (one process each).")
+        int,
+        typer.Option(
+            "--gpus", min=1, help="GPUs of this machine to train on (one process each); with --dry-run, on all machines."
+        ),
     ] = 1,
     restart: Annotated[
         bool,
@@ -33,11 +39,22 @@ def train(
             "--restart", help="Train the run folder's run again from scratch; its old files are moved aside, not deleted."
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print parameters, tokens per step and the estimated memory per process, and stop (writes nothing).",
+        ),
+    ] = False,
 ) -> None:
     """Train a RADD model. Re-running the same command resumes from the last complete checkpoint."""
     from radd_cli.trainer import Trainer
 
     loaded = load_recipe(recipe, overrides or [])  # validate everything before any work
+    if dry_run:
+        processes = int(os.environ.get("WORLD_SIZE", gpus)) if launched_as_one_of_many() else gpus
+        print_plan(loaded, processes, gpus=torch.cuda.is_available() or processes > 1)
+        return
     if gpus > 1 and not launched_as_one_of_many():
         raise typer.Exit(relaunch_on_gpus(gpus, sys.argv[1:]))
     folder = run_dir or Path("runs") / loaded.name

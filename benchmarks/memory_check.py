@@ -1,0 +1,95 @@
+"""The training-memory estimate (radd_cli/memory.py, `radd train --dry-run`) against measured peak memory.
+
+Each setting trains two steps of `radd train`'s own Learner in a fresh process and reports the peak resident
+memory the training added (peak RSS minus the RSS before the model was built), next to the estimate.
+
+    python benchmarks/memory_check.py                      # a sweep of widths, fp32 and bf16, with and without checkpointing
+    python benchmarks/memory_check.py --width 128 --blocks 2 --length 64 --batch 32 --checkpointing --json
+
+bf16 rows run on any CPU (emulated where the CPU has no native bf16: slow, but the memory is the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+MEASURE = """
+import json, resource, sys
+import numpy as np
+import torch
+import radd_cli.runtime as runtime
+from radd_cli.learner import Learner, layout
+from radd_cli.memory import training_memory
+from radd_cli.model import ModelConfig, ModelShape
+from radd_cli.recipe import Recipe, TrainingSection
+
+width, blocks, vocab, length, batch, precision, checkpointing = json.loads(sys.argv[1])
+runtime.cpu_has_native_bf16 = lambda: True  # bf16 autocast runs (emulated) on any CPU: memory is what counts here
+torch.set_num_threads(1)
+
+def rss() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize()
+
+shape = ModelShape(hidden_size=width, n_heads=4, n_blocks=blocks, length=length, dropout=0.0)
+training = TrainingSection(batch_size=batch, warmup_steps=0, mixed_precision=precision,
+                           activation_checkpointing=checkpointing)
+recipe = Recipe(model=shape, training=training)
+rt = runtime.build_runtime(precision, cpu=True)
+before = rss()
+learner = Learner(recipe, rt, vocab)
+data = np.random.default_rng(0).integers(0, vocab, (batch, length))
+for _ in range(2):
+    learner.step(data)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+estimate = training_memory(ModelConfig.of(shape, vocab), batch, layout(training, rt))
+print(json.dumps({"measured": peak, "estimate": estimate.total}))
+"""
+
+
+def measure(width: int, blocks: int, vocab: int, length: int, batch: int, precision: str, checkpointing: bool) -> dict:
+    """Peak bytes one training process added, measured in a fresh interpreter, and the estimate."""
+    settings = json.dumps([width, blocks, vocab, length, batch, precision, checkpointing])
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, settings],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"},
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, nargs="*", default=[128, 256, 512])
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=2000)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--precision", nargs="*", default=["fp32", "bf16"])
+    parser.add_argument("--checkpointing", action="store_true", help="Only with activation checkpointing.")
+    parser.add_argument("--json", action="store_true", help="Print the rows as JSON lines.")
+    args = parser.parse_args()
+    modes = [True] if args.checkpointing else [False, True]
+    print("| width | precision | checkpointing | measured MB | estimate MB | estimate / measured |\n|---|---|---|---|---|---|")
+    for width in args.width:
+        for precision in args.precision:
+            for checkpointing in modes:
+                row = measure(width, args.blocks, args.vocab, args.length, args.batch, precision, checkpointing)
+                if args.json:
+                    print(json.dumps({"width": width, "precision": precision, "checkpointing": checkpointing, **row}))
+                    continue
+                print(
+                    f"| {width} | {precision} | {checkpointing} | {row['measured'] / 1e6:.0f} | "
+                    f"{row['estimate'] / 1e6:.0f} | {row['estimate'] / row['measured']:.2f} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""`radd train --dry-run`: what a recipe needs per process before anything is launched.
+
+Parameters, tokens per step and the estimated memory per device (radd_cli/memory.py) for the recipe, the
+number of processes and the sharding, with and without activation checkpointing. Nothing is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from rich.table import Table
+
+from radd_cli.console import out
+from radd_cli.learner import micro_batch_size
+from radd_cli.memory import Layout, gigabytes, training_memory
+from radd_cli.model import ModelConfig
+from radd_cli.recipe import Recipe
+from radd_cli.runtime import Precision, available_memory, plans_to_shard, resolve_precision
+from radd_cli.tokenizer import load_tokenizer
+
+# Vocabulary sizes of tokenizers a dry run may not be able to load offline.
+KNOWN_VOCABULARIES = {"gpt2": 50257}
+
+
+def vocabulary_size(recipe: Recipe) -> int:
+    """The recipe's vocabulary: a trained BPE's size, a well-known tokenizer's, or the loaded tokenizer's."""
+    name = recipe.tokenizer.name
+    if name == "train":
+        return recipe.tokenizer.vocab_size
+    if name in KNOWN_VOCABULARIES and not Path(name).exists():
+        return KNOWN_VOCABULARIES[name]
+    return load_tokenizer(name).vocab_size
+
+
+def planned_layout(recipe: Recipe, processes: int, gpus: bool) -> Layout:
+    """The layout the run would have: on `processes` GPUs when `gpus` (bf16 when auto), else on this machine."""
+    requested = recipe.training.mixed_precision
+    if gpus and not torch.cuda.is_available():  # planning for GPUs from a machine without one
+        precision = Precision.bf16 if requested == Precision.auto else Precision(requested)
+    else:
+        precision = resolve_precision(requested, "cuda" if gpus else "cpu")
+    sharded = plans_to_shard(recipe.training.sharding)
+    return Layout(processes, sharded, precision, recipe.training.activation_checkpointing)
+
+
+def print_plan(recipe: Recipe, processes: int, gpus: bool) -> None:
+    training, length = recipe.training, recipe.model.length
+    layout = planned_layout(recipe, processes, gpus)
+    micro_batch = micro_batch_size(training, processes)
+    config = ModelConfig.of(recipe.model, vocabulary_size(recipe))
+    both = [training_memory(config, micro_batch, replace(layout, activation_checkpointing=on)) for on in (False, True)]
+    where = f"{processes} {'GPU' if gpus else 'CPU'} process{'es' * (processes > 1)}"
+    sharding = f"sharded (FSDP) over {processes}" if layout.sharded else "not sharded"
+    out.print(f"radd train --dry-run: recipe {recipe.name} on {where}, {layout.precision}, {sharding}", highlight=False)
+    out.print(f"parameters: {both[0].parameters / 1e6:,.1f} M", highlight=False)
+    out.print(
+        f"tokens per step: {training.batch_size * length:,} ({training.batch_size} sequences × {length}; "
+        f"per process {training.accumulation} × micro-batches of {micro_batch})",
+        highlight=False,
+    )
+    recipe_uses = {on: " (recipe)" if on == layout.activation_checkpointing else "" for on in (False, True)}
+    table = Table(title="estimated memory per process")
+    table.add_column("")
+    table.add_column(f"without checkpointing{recipe_uses[False]}", justify="right")
+    table.add_column(f"with checkpointing{recipe_uses[True]}", justify="right")
+    rows = [("weights (float32)", "weights"), ("gradients", "gradients"), ("optimizer (AdamW)", "optimizer")]
+    rows += [("EMA + evaluation copy", "ema")] + ([("blocks being gathered", "gathered")] if layout.sharded else [])
+    rows += [("activations", "activations"), ("total", "total")]
+    for label, name in rows:
+        table.add_row(label, *(gigabytes(getattr(estimate, name)) for estimate in both))
+    out.print(table)
+    if gpus and not torch.cuda.is_available():
+        return
+    free, total = available_memory(torch.device("cuda" if gpus else "cpu")), both[layout.activation_checkpointing].total
+    if free is not None:
+        verdict = "fits" if total <= free else "does NOT fit"
+        out.print(f"the recipe {verdict} in the {gigabytes(free)} free on this machine's {'GPU' if gpus else 'memory'}")
