@@ -15,10 +15,11 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 MEASURE = """
-import json, resource, sys
+import json, resource, sys, time
 import numpy as np
 import torch
 import radd_cli.runtime as runtime
@@ -27,7 +28,7 @@ from radd_cli.memory import training_memory
 from radd_cli.model import ModelConfig, ModelShape
 from radd_cli.recipe import Recipe, TrainingSection
 
-width, blocks, vocab, length, batch, precision, checkpointing = json.loads(sys.argv[1])
+width, blocks, vocab, length, batch, precision, checkpointing, sharding = json.loads(sys.argv[1])
 runtime.cpu_has_native_bf16 = lambda: True  # bf16 autocast runs (emulated) on any CPU: memory is what counts here
 torch.set_num_threads(1)
 
@@ -37,31 +38,52 @@ def rss() -> int:
 
 shape = ModelShape(hidden_size=width, n_heads=4, n_blocks=blocks, length=length, dropout=0.0)
 training = TrainingSection(batch_size=batch, warmup_steps=0, mixed_precision=precision,
-                           activation_checkpointing=checkpointing)
+                           activation_checkpointing=checkpointing, sharding=sharding)
 recipe = Recipe(model=shape, training=training)
-rt = runtime.build_runtime(precision, cpu=True)
+rt = runtime.build_runtime(precision, cpu=True, sharding=sharding)
 before = rss()
 learner = Learner(recipe, rt, vocab)
 data = np.random.default_rng(0).integers(0, vocab, (batch, length))
 for _ in range(2):
     learner.step(data)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-estimate = training_memory(ModelConfig.of(shape, vocab), batch, layout(training, rt))
-print(json.dumps({"measured": peak, "estimate": estimate.total}))
+estimate = training_memory(ModelConfig.of(shape, vocab), learner.micro_batch, layout(training, rt))
+time.sleep(rt.rank)  # one line at a time
+print(json.dumps({"measured": peak, "estimate": estimate.total}), flush=True)
 """
 
 
-def measure(width: int, blocks: int, vocab: int, length: int, batch: int, precision: str, checkpointing: bool) -> dict:
-    """Peak bytes one training process added, measured in a fresh interpreter, and the estimate."""
-    settings = json.dumps([width, blocks, vocab, length, batch, precision, checkpointing])
+def measure(
+    width: int,
+    blocks: int,
+    vocab: int,
+    length: int,
+    batch: int,
+    precision: str,
+    checkpointing: bool,
+    processes: int = 1,
+    sharding: str = "none",
+) -> dict:
+    """Peak bytes a training process added (the largest over `processes` gloo processes), measured in fresh
+    interpreters, and the estimate. `batch` is the global batch."""
+    settings = json.dumps([width, blocks, vocab, length, batch, precision, checkpointing, sharding])
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", "29613"]
+        script = Path(tempfile.mkdtemp()) / "measure.py"
+        script.write_text(MEASURE)
+        program = [str(script), settings]
+    else:
+        program = ["-c", MEASURE, settings]
     done = subprocess.run(
-        [sys.executable, "-c", MEASURE, settings],
+        [*launcher, *program],
         capture_output=True,
         text=True,
         check=True,
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"},
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return max(rows, key=lambda row: row["measured"])
 
 
 def main() -> None:
@@ -73,6 +95,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--precision", nargs="*", default=["fp32", "bf16"])
     parser.add_argument("--checkpointing", action="store_true", help="Only with activation checkpointing.")
+    parser.add_argument("--processes", type=int, default=1, help="gloo processes (torchrun); --batch is global.")
+    parser.add_argument("--sharding", default="none", help="none or fsdp")
     parser.add_argument("--json", action="store_true", help="Print the rows as JSON lines.")
     args = parser.parse_args()
     modes = [True] if args.checkpointing else [False, True]
@@ -80,7 +104,17 @@ def main() -> None:
     for width in args.width:
         for precision in args.precision:
             for checkpointing in modes:
-                row = measure(width, args.blocks, args.vocab, args.length, args.batch, precision, checkpointing)
+                row = measure(
+                    width,
+                    args.blocks,
+                    args.vocab,
+                    args.length,
+                    args.batch,
+                    precision,
+                    checkpointing,
+                    args.processes,
+                    args.sharding,
+                )
                 if args.json:
                     print(json.dumps({"width": width, "precision": precision, "checkpointing": checkpointing, **row}))
                     continue

@@ -24,9 +24,10 @@ FLOAT32 = 4
 # CPU (torch 2.13, d 128-512, 4 blocks, 16 × 128 tokens; benchmarks/memory_check.py): the estimates are
 # within 15% of the peak resident memory, within 6% at d 512, in fp32 and bf16, with and without checkpointing.
 ACTIVATION_BYTES = {Precision.fp32: 30 * FLOAT32, Precision.bf16: 72, Precision.fp16: 72}
-# With activation checkpointing a block's activations exist only while it is recomputed for its backward,
-# together with the gradients flowing through it: measured at about 2.5 blocks' worth at the peak.
-RECOMPUTED_BLOCKS = 2.5
+# With activation checkpointing a block's activations exist only while it is recomputed for its backward
+# (one block's worth), and each block keeps its input: measured (d 128-512, 2-8 blocks) at 0.35 of a block's
+# activations per block, more than the input alone (the allocator does not reuse every recomputed buffer).
+KEPT_PER_CHECKPOINTED_BLOCK = 0.35
 HEAD_CHUNK = 4096  # positions whose logits the output layer holds at once (model.RADD.chunk_size)
 OVERHEAD = 50 * 10**6  # what the framework itself holds while training (allocator caches, workspaces)
 
@@ -49,7 +50,7 @@ class MemoryEstimate:
     optimizer: int
     ema: int  # this process's share of the EMA, and the evaluation copy it is gathered into
     activations: int  # one micro-batch, with the framework's own overhead
-    gathered: int = 0  # sharded: the full weights and gradients of the blocks being gathered or reduced
+    gathered: int = 0  # sharded: the whole network as built before sharding, and the blocks being gathered
 
     @property
     def total(self) -> int:
@@ -71,7 +72,7 @@ def activation_memory(config: ModelConfig, micro_batch: int, layout: Layout, mas
     tokens = micro_batch * config.length
     one_block = ACTIVATION_BYTES[layout.precision] * config.hidden_size * tokens
     if layout.activation_checkpointing:  # every block's input, and one block recomputed in its backward
-        trunk = config.n_blocks * config.hidden_size * tokens * FLOAT32 + int(RECOMPUTED_BLOCKS * one_block)
+        trunk = int((1 + KEPT_PER_CHECKPOINTED_BLOCK * config.n_blocks) * one_block)
     else:
         trunk = config.n_blocks * one_block
     if layout.precision != Precision.fp32 and not layout.activation_checkpointing:
@@ -88,13 +89,15 @@ def training_memory(config: ModelConfig, micro_batch: int, layout: Layout = Layo
     share = layout.processes if layout.sharded else 1
     sharded = -(-count * FLOAT32 // share)  # float32, this process's share
     gathered = 0
-    if layout.sharded:  # the root's weights (embedding, head) and two blocks in flight, with their gradients
+    if layout.sharded:  # every process builds the whole network, then keeps its shards; the root's weights
+        # (embedding, head) and two blocks are gathered at a time, with their gradients before reduce-scatter
         root = count - config.n_blocks * block_parameter_count(config)
-        gathered = 2 * (root + 2 * block_parameter_count(config)) * FLOAT32
+        gathered = count * FLOAT32 + 2 * (root + 2 * block_parameter_count(config)) * FLOAT32
+    buckets = count * FLOAT32 if layout.processes > 1 and not layout.sharded else 0  # DDP's gradient buckets
     return MemoryEstimate(
         parameters=count,
         weights=sharded,
-        gradients=sharded,
+        gradients=sharded + buckets,
         optimizer=2 * sharded,
         ema=sharded + count * FLOAT32,
         activations=activation_memory(config, micro_batch, layout) + OVERHEAD,

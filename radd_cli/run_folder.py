@@ -204,7 +204,8 @@ class RunFolder:
             failure = _attempt(lambda: temporary.mkdir(parents=True))
         runtime.barrier()
         failure = failure or _attempt(lambda: runtime.save_state(str(temporary)))
-        if runtime.is_main and failure is None:
+        written = not runtime.any(failure is not None)  # every process has finished writing its part
+        if runtime.is_main and written:
             failure = _attempt(lambda: self._publish(temporary, final, recipe, keep_last))
         if runtime.any(failure is not None):
             if runtime.is_main:

@@ -123,6 +123,10 @@ def cases(root: Path) -> list[tuple[list[str], str]]:
     ):
         found.append(([*train, override, "--run-dir", str(root / "runs" / "r")], f"train {override}"))
     found += option_cases(train, {"--run-dir": [str(root / "user"), str(root / "corpus.txt")], "--recipe": [str(root / "nowhere.toml"), str(root / "binary.txt"), str(root / "folder")]})
+    dry_run = [*train, "--dry-run"]
+    found += option_cases(dry_run, {"--gpus": ["0", "-3", "x", "3"], "--recipe": [str(root / "nowhere.toml")]})
+    for override in ("training.sharding=zero3", "training.activation_checkpointing=maybe", "training.batch_size=0"):
+        found.append(([*dry_run, override], f"train --dry-run {override}"))
     found += option_cases(["recipes", "tiny"], {"--copy": ["/proc/radd-recipe.toml", str(root / "nowhere" / "r.toml"), str(root / "existing.json")]})
     found += [(["recipes", "nosuch"], "recipes nosuch")]
     found += option_cases(["convert", str(root / "model")], {"": [str(root / "corpus.txt"), str(root / "user")]})

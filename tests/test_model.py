@@ -152,3 +152,26 @@ def test_flash_backend_without_flash_attn_is_a_clear_error():
         pytest.skip("flash-attn is installed here")
     with pytest.raises(ConfigError, match="flash-attn.*sdpa"):
         RADD(ModelConfig(vocab_size=16, length=8, hidden_size=32, n_heads=4, n_blocks=1, attention="flash"))
+
+
+def test_activation_checkpointing_recomputes_blocks_to_the_same_gradients():
+    from dataclasses import replace
+
+    from radd_cli.losses import LOSSES
+    from radd_cli.schedule import get_schedule
+    from tests.conftest import randomized
+
+    config = replace(TINY, dropout=0.2)  # dropout masks must be drawn again identically in the recomputation
+    x0 = torch.randint(0, config.vocab_size, (4, config.length), generator=torch.Generator().manual_seed(1))
+    gradients, saved = [], []
+    for recompute in (False, True):
+        model = randomized(RADD(config)).train()
+        model.activation_checkpointing = recompute
+        torch.manual_seed(5)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(recompute) or t, lambda t: t):
+            loss = LOSSES["lambda_DCE"](model, x0, get_schedule("loglinear"), generator=torch.Generator().manual_seed(2))
+        loss.mean().backward()
+        gradients.append([p.grad.clone() for p in model.parameters()])
+    assert saved.count(True) < saved.count(False) / 2  # far fewer tensors kept for the backward pass
+    for plain, recomputed in zip(*gradients):
+        torch.testing.assert_close(recomputed, plain, rtol=0, atol=0)

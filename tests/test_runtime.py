@@ -102,3 +102,54 @@ def test_gpus_relaunch_through_accelerate_without_the_gpus_option():
     assert command[1:4] == ["-m", "accelerate.commands.launch", "--multi_gpu"]
     assert command[command.index("--num_processes") + 1] == "4"
     assert command[-4:] == ["radd_cli", "train", "--recipe", "small_radd"]
+
+
+class Launch:
+    """What resolve_sharding reads of an accelerate Accelerator."""
+
+    def __init__(self, kind: str = "NO"):
+        self.distributed_type = f"DistributedType.{kind}"
+        self.state = None  # accelerate keeps no FSDP plugin for CPU launches
+
+
+def test_sharding_follows_the_recipe_and_the_launch(monkeypatch):
+    for variable in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_MEGATRON_LM"):
+        monkeypatch.delenv(variable, raising=False)
+    resolve = runtime.resolve_sharding
+    assert not resolve(runtime.Sharding.auto, Launch(), Precision.fp32)
+    assert resolve(runtime.Sharding.fsdp, Launch(), Precision.bf16)
+    assert resolve(runtime.Sharding.auto, Launch("FSDP"), Precision.fp32)  # an accelerate config with FSDP
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # the same config on CPUs, where accelerate ignores it
+    assert resolve(runtime.Sharding.auto, Launch("MULTI_CPU"), Precision.fp32) and runtime.plans_to_shard("auto")
+    with pytest.raises(ConfigError, match="asks for FSDP but training.sharding = 'none'"):
+        resolve(runtime.Sharding.none, Launch("MULTI_CPU"), Precision.fp32)
+    with pytest.raises(ConfigError, match="not fp16"):
+        resolve(runtime.Sharding.fsdp, Launch(), Precision.fp16)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    assert not runtime.plans_to_shard("auto") and runtime.plans_to_shard("fsdp")
+    for kind in ("DEEPSPEED", "MEGATRON_LM"):
+        with pytest.raises(ConfigError, match=f"radd train shards with FSDP, not {kind}"):
+            resolve(runtime.Sharding.auto, Launch(kind), Precision.bf16)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ConfigError, match="launch with an accelerate config that uses FSDP"):
+        resolve(runtime.Sharding.fsdp, Launch("MULTI_GPU"), Precision.bf16)
+
+
+def test_a_checkpoint_of_the_other_layout_is_refused_with_the_way_to_resume_it(tmp_path):
+    (tmp_path / "sharded").mkdir()
+    (tmp_path / "sharded" / ".metadata").write_bytes(b"")
+    with pytest.raises(ConfigError, match="saved with sharding; resume it with training.sharding = 'fsdp'"):
+        build_runtime("fp32", cpu=True).load_state(str(tmp_path))
+
+
+def test_the_launch_fsdp_settings_radd_follows_and_the_one_it_refuses(monkeypatch):
+    from radd_cli import sharding
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    assert sharding.reshard_after_forward(Launch("MULTI_CPU"))
+    monkeypatch.setenv("FSDP_RESHARD_AFTER_FORWARD", "false")  # SHARD_GRAD_OP's FSDP2 spelling
+    assert not sharding.reshard_after_forward(Launch("MULTI_CPU"))
+    monkeypatch.setenv("FSDP_OFFLOAD_PARAMS", "true")
+    with pytest.raises(ConfigError, match="offload parameters to the CPU"):
+        sharding.reshard_after_forward(Launch("MULTI_CPU"))

@@ -65,8 +65,10 @@ def print_plan(recipe: Recipe, processes: int, gpus: bool) -> None:
     table.add_column("")
     table.add_column(f"without checkpointing{recipe_uses[False]}", justify="right")
     table.add_column(f"with checkpointing{recipe_uses[True]}", justify="right")
-    rows = [("weights (float32)", "weights"), ("gradients", "gradients"), ("optimizer (AdamW)", "optimizer")]
-    rows += [("EMA + evaluation copy", "ema")] + ([("blocks being gathered", "gathered")] if layout.sharded else [])
+    gradients = "gradients (+ DDP buckets)" if processes > 1 and not layout.sharded else "gradients"
+    rows = [("weights (float32)", "weights"), (gradients, "gradients"), ("optimizer (AdamW)", "optimizer")]
+    rows += [("EMA + evaluation copy", "ema")]
+    rows += [("FSDP set-up and gathering", "gathered")] if layout.sharded else []
     rows += [("activations", "activations"), ("total", "total")]
     for label, name in rows:
         table.add_row(label, *(gigabytes(getattr(estimate, name)) for estimate in both))

@@ -1,0 +1,36 @@
+"""`radd train --dry-run`: parameters, tokens per step and memory per process, with nothing written."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from radd_cli.cli import app
+from tests.cli_helpers import assert_clean_error
+
+runner = CliRunner()
+
+
+def test_a_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    result = runner.invoke(app, ["train", "--dry-run", "training.activation_checkpointing=true"])
+    assert result.exit_code == 0, result.output
+    assert "recipe tiny on 1 CPU process" in result.output and "not sharded" in result.output
+    assert "tokens per step: 2,048 (32 sequences × 64" in result.output
+    assert "with checkpointing (recipe)" in result.output and "estimated memory per process" in result.output
+    assert "the recipe fits in the" in result.output
+    assert list(tmp_path.iterdir()) == []  # no run folder, no token cache, no tokenizer
+
+
+def test_a_dry_run_of_the_large_recipe_on_eight_gpus_is_sharded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--recipe", "large", "--dry-run", "--gpus", "8"])
+    assert result.exit_code == 0, result.output
+    assert "8 GPU processes" in result.output and "sharded (FSDP) over 8" in result.output
+    assert "parameters: 1,011.5 M" in result.output and "tokens per step: 524,288" in result.output
+    assert "FSDP set-up and gathering" in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_a_dry_run_checks_the_batch_against_the_processes():
+    result = runner.invoke(app, ["train", "--dry-run", "--gpus", "3"])
+    assert_clean_error(result, "must be a multiple of training.accumulation × processes (1 × 3)", 2)
