@@ -21,7 +21,7 @@ def main(folder: Path) -> None:
     sampling = json.loads((folder / "sample.json").read_text())
     trains = [
         json.loads((folder / name).read_text())
-        for name in ("train.json", "train_compiled.json")
+        for name in ("train.json", "train_compiled.json", "train_checkpointing.json", "train_sharded.json")
         if (folder / name).is_file()
     ]
     cached = {row["steps"]: row for row in sampling["rows"] if row["cache"] == "on"}
@@ -57,7 +57,9 @@ def main(folder: Path) -> None:
                 )
             )
     for train in trains:
-        label = "train step, batch 32 x 1024" + (" (compiled)" if train.get("compile") else "")
+        variant = [name for name, on in (("compiled", train.get("compile")), ("activation checkpointing",
+                   train.get("activation_checkpointing")), ("sharded, 1 GPU", train.get("sharded"))) if on]
+        label = "train step, batch 32 x 1024" + (f" ({', '.join(variant)})" if variant else "")
         rows.append(
             (
                 label,
@@ -70,7 +72,7 @@ def main(folder: Path) -> None:
         rows.append(
             (
                 "  peak memory",
-                f"{train['peak_memory_gb']:.1f} GB",
+                f"{train['peak_memory_gb']:.1f} GB (estimated {train.get('estimated_memory_gb') or 0:.1f})",
                 f"{PUBLISHED['train_peak_gb']} GB",
                 PUBLISHED["train_peak_gb"] / train["peak_memory_gb"],
                 "<= 21 GB",
@@ -78,6 +80,8 @@ def main(folder: Path) -> None:
         )
         if train.get("mfu"):
             rows.append(("  MFU", f"{100 * train['mfu']:.1f}% of {train['peak_tflops']:.0f} TFLOP/s", "~16%", None, ""))
+    sharded_run = "works (2 steps, resumed for a 3rd, final/ loads)" if (folder / "sharded-run.ok").is_file() else "FAILED"
+    rows.append(("sharded (FSDP) run on CUDA, save/resume/export", sharded_run, "-", None, "works"))
     print(f"\n{evaluation['device_name']}, torch {evaluation['torch']}\n")
     print("| measure | radd | published | speedup | target |\n|---|---|---|---|---|")
     for name, ours, theirs, ratio, target in rows:

@@ -35,6 +35,8 @@ SIZES = {
     "tiny": {"hidden_size": 64, "n_heads": 4, "n_blocks": 2, "vocab_size": 2048, "length": 128},
     "small": {"hidden_size": 768, "n_heads": 12, "n_blocks": 12, **PUBLISHED},
     "medium": {"hidden_size": 1024, "n_heads": 16, "n_blocks": 24, **PUBLISHED},
+    # the size of the README's CPU measurements (the published code side by side on 2 CPU cores)
+    "cpu": {"hidden_size": 256, "n_heads": 4, "n_blocks": 4, "vocab_size": 2000, "length": 128},
 }
 Size = choices_of("Size", SIZES, __name__)
 
@@ -205,6 +207,7 @@ class TrainBench:
     achieved_tflops: float
     peak_tflops: float | None = None  # measured bf16 matmul peak of the device
     mfu: float | None = None
+    estimated_memory_gb: float | None = None  # what radd train's memory check expects (radd_cli/memory.py)
 
 
 def training_flops_per_token(config: ModelConfig, masked_fraction: float = 0.5) -> float:
@@ -244,6 +247,7 @@ def bench_train(
         peak_memory_gb(runtime.device),
         flops,
         flops * tokens_per_second / 1e12,
+        estimated_memory_gb=learner.memory_estimate.total / 1e9,
     )
     return result, unwrap(learner.model)
 

@@ -91,8 +91,8 @@ class Learner:
         self.schedule = recipe.noise.schedule()
         self.objective = LOSSES[training.loss_type]
         config = ModelConfig.of(recipe.model, vocab_size)
-        estimate = training_memory(config, self.micro_batch, layout(training, runtime))
-        check_fits(estimate, available_memory(runtime.device), self.micro_batch)
+        self.memory_estimate = training_memory(config, self.micro_batch, layout(training, runtime))
+        check_fits(self.memory_estimate, available_memory(runtime.device), self.micro_batch)
         torch.manual_seed(training.seed)
         model = RADD(config).to(runtime.device)
         model.activation_checkpointing = training.activation_checkpointing

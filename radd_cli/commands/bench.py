@@ -20,7 +20,7 @@ from radd_cli.losses import Loss, TrainingLoss
 from radd_cli.model import RADD, Attention, ModelShape, shape_values
 from radd_cli.pretrained import load
 from radd_cli.recipe import Recipe, TrainingSection
-from radd_cli.runtime import Precision, build_runtime, pick_device, resolve_precision
+from radd_cli.runtime import Precision, Sharding, build_runtime, pick_device, resolve_precision
 from radd_cli.schedule import get_schedule
 
 ModelChoice = Annotated[Optional[str], typer.Option("--model", "-m", help="A model folder or Hub id (else --size).")]
@@ -187,16 +187,24 @@ def bench_train(
     loss: Annotated[TrainingLoss, typer.Option("--loss", help="Training objective.")] = TrainingLoss.lambda_DCE,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     attention: Annotated[Attention, typer.Option("--attention", help="Attention kernel.")] = Attention.sdpa,
+    activation_checkpointing: Annotated[
+        bool, typer.Option("--activation-checkpointing", help="Recompute each block in the backward pass.")
+    ] = False,
+    sharding: Annotated[
+        Sharding, typer.Option("--sharding", help="fsdp: shard over the processes (random weights only).")
+    ] = Sharding.none,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
 ) -> None:
     """`radd train`'s own step (objective, backward, clip, AdamW, EMA through accelerate): time, tokens/s,
-    peak memory, MFU on GPU."""
+    peak memory against the estimate, MFU on GPU."""
     _check_outputs(json_path)
+    if sharding != Sharding.none and model is not None:
+        raise ConfigError("--sharding times random weights of a --size; leave out --model")
     training = TrainingSection(
         loss_type=loss, batch_size=batch_size, accumulation=accumulation, warmup_steps=0, mixed_precision=precision,
-        compile=compile,
+        compile=compile, activation_checkpointing=activation_checkpointing, sharding=sharding,
     )
     target = pick_device(device)
     resolve_precision(precision, target.type)
@@ -209,7 +217,7 @@ def bench_train(
         raise ConfigError(f"--length {length} is longer than the model's length {config.length}")
     shape = shape_values(config) | {"length": length or config.length, "dropout": 0.0}
     recipe = Recipe(model=ModelShape(**shape), training=training)
-    runtime = build_runtime(precision, cpu=target.type == "cpu")
+    runtime = build_runtime(precision, cpu=target.type == "cpu", sharding=sharding)
     result, network = benchmark.bench_train(
         recipe, runtime, config.vocab_size, steps=steps, warmup=warmup, weights=weights
     )
@@ -223,7 +231,9 @@ def bench_train(
     table.add_row("step", f"{result.step_seconds * 1e3:.1f} ms")
     table.add_row("throughput", f"{result.tokens_per_second:,.0f} tokens/s")
     table.add_row(
-        "peak memory", f"{result.peak_memory_gb:.2f} GB" + (" (process RSS)" if runtime.device.type == "cpu" else "")
+        "peak memory",
+        f"{result.peak_memory_gb:.2f} GB" + (" (process RSS)" if runtime.device.type == "cpu" else "")
+        + f", estimated {result.estimated_memory_gb:.2f} GB",
     )
     table.add_row(
         "model FLOPs",
@@ -242,6 +252,8 @@ def bench_train(
             "model": label,
             "compile": compile,
             "accumulation": accumulation,
+            "activation_checkpointing": activation_checkpointing,
+            "sharded": runtime.sharded,
             **benchmark.environment(runtime.device, runtime.precision, network),
             **vars(result),
         },
