@@ -122,6 +122,7 @@ def test_bench_train_and_eval_on_cpu(tmp_path, monkeypatch):
     assert report["tokens_per_second"] > 0 and report["step_seconds"] > 0 and report["peak_memory_gb"] > 0
     assert report["mfu"] is None and report["flops_per_token"] > 0 and report["device"] == "cpu"
     assert report["accumulation"] == 2 and report["precision"] == "fp32" and report["length"] == 16
+    assert 0 < report["estimated_memory_gb"] < 1 and not report["activation_checkpointing"] and not report["sharded"]
     result = run(
         "eval",
         "--size",
@@ -157,6 +158,8 @@ def test_flops_count_matches_the_published_shape():
     "args, message",
     [
         (["sample", "--size", "huge"], "'huge' is not one of 'tiny', 'small', 'medium'"),
+        (["train", "--sharding", "zero3"], "'zero3' is not one of 'auto', 'none', 'fsdp'"),
+        (["train", "--model", "somewhere", "--sharding", "fsdp"], "--sharding times random weights"),
         (["sample", "--steps", "a,b"], "give step counts separated by commas"),
         (["sample", "--steps", "0"], "every step count must be at least 1"),
         (["sample", "--batch-size", "0"], "Invalid value for '--batch-size'"),
