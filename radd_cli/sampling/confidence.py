@@ -40,13 +40,13 @@ class ConfidenceOrdered(Sampler):
         return Query.every_row(rows, masked & (blocks == current))
 
     def update(self, rows: Rows, query: Query, log_probs: torch.Tensor) -> None:
-        probs = self.config.strategy.probabilities(log_probs)  # (n, V) float64
+        probs = self.config.strategy.probabilities(log_probs)  # (n, V)
         if self.config.greedy:
             proposal = probs.argmax(dim=-1)
         else:
             proposal = draw_categorical(probs, rows.uniforms(self.length)[query.where])
         score = torch.full(query.where.shape, -torch.inf, dtype=torch.float64, device=probs.device)  # (B, L)
-        score[query.where] = self.confidence(probs, proposal)
+        score[query.where] = self.confidence(probs, proposal).double()
         chosen = self.choose(rows, score) & query.where
         proposals = torch.zeros_like(rows.tokens)
         proposals[query.where] = proposal
@@ -60,7 +60,8 @@ class ConfidenceOrdered(Sampler):
         if kind == Confidence.margin:
             top = probs.topk(min(2, probs.shape[-1]), dim=-1).values
             return top[:, 0] - (top[:, 1] if top.shape[-1] > 1 else 0.0)
-        return (probs * probs.clamp(min=1e-300).log()).sum(dim=-1).exp()  # e^{−entropy}: 1 when certain
+        entropy = -(probs * probs.clamp(min=1e-38).log()).sum(dim=-1, dtype=torch.float64)
+        return (-entropy).exp()  # 1 when certain
 
     def choose(self, rows: Rows, score: torch.Tensor) -> torch.Tensor:
         """(B, L) bool: the positions to unmask, given each position's confidence (−inf where not asked)."""

@@ -64,19 +64,18 @@ class ReMDM(Sampler):
         last = (step == self.steps - 1)[:, None]  # (B, 1): unmask everything left, remask nothing
         masked = rows.free & (rows.tokens == self.mask_id)  # (B, L)
         decoded = rows.free & ~masked
-        probs = self.config.strategy.probabilities(log_probs)  # (n, V) at every free position
         u = rows.uniforms(3, self.length)  # (B, 3, L): remask?, unmask?, which token
-        sigma = self.remask_probabilities(probs, rows, query, decoded, now, then, step).masked_fill(last, 0.0)
+        sigma = self.remask_probabilities(log_probs, rows, query, decoded, now, then, step).masked_fill(last, 0.0)
         mean_sigma = (sigma * decoded).sum(1, keepdim=True) / decoded.sum(1, keepdim=True).clamp(min=1)  # (B, 1)
         unmask = ((then - (1 - mean_sigma) * now) / (1 - now).clamp(min=1e-12)).clamp(0, 1).masked_fill(last, 1.0)
-        drawn = torch.zeros_like(rows.tokens)
-        drawn[query.where] = draw_categorical(probs, u[:, 2][query.where])
         appear = masked & (u[:, 1] < unmask)
         vanish = decoded & (u[:, 0] < sigma)
-        rows.tokens[appear] = drawn[appear]
+        # Tokens are drawn only where they appear: the same draws as at every position, far less work.
+        probs = self.config.strategy.probabilities(log_probs[appear[query.where]])  # (appearing, V)
+        rows.tokens[appear] = draw_categorical(probs, u[:, 2][appear])
         rows.tokens[vanish] = self.mask_id
 
-    def remask_probabilities(self, probs, rows, query, decoded, now, then, step) -> torch.Tensor:
+    def remask_probabilities(self, log_probs, rows, query, decoded, now, then, step) -> torch.Tensor:
         """(B, L) σ for each position (used at decoded ones) at each row's step."""
         bound = torch.where(now > 0, ((1 - then) / now.clamp(min=1e-12)).clamp(0.0, 1.0), 0.0)  # (B, 1): σ_max
         eta, kind = self.config.eta, self.config.remasking
@@ -88,7 +87,8 @@ class ReMDM(Sampler):
         if kind == Remasking.loop:
             return full + bound.clamp(max=eta) * self.looping.to(step.device)[step][:, None]
         held = torch.zeros_like(full)  # conf: ψ = the probability the network now gives each decoded token
-        held[query.where] = probs.gather(-1, rows.tokens[query.where].clamp(max=probs.shape[-1] - 1)[:, None]).squeeze(-1)
+        tokens = rows.tokens[query.where].clamp(max=log_probs.shape[-1] - 1)[:, None]  # (n, 1)
+        held[query.where] = log_probs.gather(-1, tokens).squeeze(-1).double().exp()
         weights = (-held).masked_fill(~decoded, -torch.inf).softmax(dim=1).nan_to_num(0.0)
         return weights * bound
 
