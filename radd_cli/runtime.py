@@ -108,7 +108,7 @@ def available_memory(device: torch.device) -> int | None:
     found = []
     try:
         with open("/proc/meminfo") as handle:
-            found += [int(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:")]
+            found += [int(line.split()[1]) << 10 for line in handle if line.startswith("MemAvailable:")]
     except OSError:
         pass
     try:

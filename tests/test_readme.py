@@ -45,12 +45,12 @@ def test_every_radd_command_in_the_readme_parses():
 
 
 def test_every_document_the_readme_links_exists_and_none_cites_outside_material():
-    links = re.findall(r"\]\(((?!https?://)[^)#]+)\)", README)
+    links = re.findall(r"\]\(((?!https?://)[^)\s,#]+)\)", README)
     assert any(link.startswith("docs/") for link in links)
     for link in links:
         assert (ROOT / link).exists(), link
     for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "radd_cli").rglob("*.py")]:
         assert "SPEC" not in path.read_text(), f"{path} cites a document outside the repository"
     for path in (ROOT / "docs").glob("*.md"):
-        for link in re.findall(r"\]\(((?!https?://)[^)#]+)\)", path.read_text()):
+        for link in re.findall(r"\]\(((?!https?://)[^)\s,#]+)\)", path.read_text()):
             assert (path.parent / link).exists(), (path.name, link)
