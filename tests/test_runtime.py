@@ -52,6 +52,23 @@ def test_cpu_autocast_in_bf16_keeps_norms_and_log_probs_in_float32(tiny_model):
         assert torch.allclose(tiny_model(tokens).exp().sum(-1), torch.ones(()), atol=1e-5)
 
 
+
+def test_cpu_bf16_sampling_makes_the_same_network_calls_as_float32(tiny_model):
+    """The cached sampler's calls depend only on the unmasking times, drawn up front: bf16 keeps NFE = E-NFE's draw."""
+    from radd_cli.sampling import sample
+    from radd_cli.sampling.nfe import expected_nfe
+    from radd_cli.schedule import get_schedule
+
+    schedule, length = get_schedule("loglinear"), tiny_model.config.length
+    nfe = {}
+    for precision in (Precision.fp32, Precision.bf16):
+        with autocast(torch.device("cpu"), precision):
+            result = sample(tiny_model, schedule, num_samples=64, length=length, steps=64,
+                            generator=torch.Generator().manual_seed(3))
+        nfe[precision] = result.nfe
+    assert nfe[Precision.bf16] == nfe[Precision.fp32] < 64
+    assert abs(nfe[Precision.bf16] - expected_nfe(schedule, 64, length)) < 0.25 * expected_nfe(schedule, 64, length)
+
 @needs_no_gpu
 @pytest.mark.parametrize(
     "device, message",
