@@ -29,3 +29,15 @@ def run_two_processes(*program: str, port_offset: int = 0, check: bool = True, e
     )
     assert finished.returncode == 0 or not check, finished.stderr[-3000:]
     return finished
+
+
+# A model small enough for two-process training tests: recipe overrides shared by the trainer and sharding tests.
+TINY_RUN = [
+    "model.hidden_size=32",
+    "model.n_heads=4",
+    "model.n_blocks=2",
+    "model.length=16",
+    "model.dropout=0.1",
+    "tokenizer.vocab_size=300",
+    "training.batch_size=8",
+]

@@ -12,18 +12,12 @@ from safetensors.torch import load_file
 
 from radd_cli.model import RADD
 from radd_cli.pretrained import load
-from tests.cli_helpers import run_two_processes
+from tests.cli_helpers import TINY_RUN, run_two_processes
 
 pytestmark = pytest.mark.slow  # each run starts two processes (about 10 s on 2 cores)
 
 OVERRIDES = [
-    "model.hidden_size=32",
-    "model.n_heads=4",
-    "model.n_blocks=2",
-    "model.length=16",
-    "model.dropout=0.1",
-    "tokenizer.vocab_size=300",
-    "training.batch_size=8",
+    *TINY_RUN,
     "training.steps=4",
     "training.warmup_steps=2",
     "training.lr=1e-3",

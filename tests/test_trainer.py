@@ -27,17 +27,11 @@ from radd_cli.recipe import load_recipe
 from radd_cli.optim import learning_rate_factor
 from radd_cli.pretrained import load
 from radd_cli.trainer import Trainer, TrainingInterrupted
-from tests.cli_helpers import run_two_processes
+from tests.cli_helpers import TINY_RUN, run_two_processes
 
 runner = CliRunner()
 SMALL = [
-    "model.hidden_size=32",
-    "model.n_heads=4",
-    "model.n_blocks=2",
-    "model.length=16",
-    "model.dropout=0.1",
-    "tokenizer.vocab_size=300",
-    "training.batch_size=8",
+    *TINY_RUN,
     "training.steps=6",
     "training.warmup_steps=2",
     "training.lr=1e-3",
