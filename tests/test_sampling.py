@@ -258,3 +258,8 @@ def test_bad_sampler_arguments_are_config_errors(oracle, kwargs, message):
     arguments = dict(num_samples=3, length=4, steps=4) | kwargs
     with pytest.raises(ConfigError, match=message):
         sample(oracle, LOGLINEAR, **arguments)
+
+@pytest.mark.parametrize("vocab", [3, 2048])
+def test_a_draw_for_no_rows_is_empty(vocab):
+    """A step where no position unmasks (cache off) asks for zero draws; the two-level draw must not fail."""
+    assert draw_categorical(torch.rand(0, vocab), torch.rand(0)).shape == (0,)

@@ -90,7 +90,7 @@ def draw_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     if k <= 4 * CHUNK:
         return _invert(probs.double(), u.double() * probs.sum(dim=-1, dtype=torch.float64))
     whole = k - k % CHUNK
-    totals = probs[:, :whole].reshape(n, -1, CHUNK).sum(dim=-1, dtype=torch.float64)  # (n, chunks)
+    totals = probs[:, :whole].reshape(n, whole // CHUNK, CHUNK).sum(dim=-1, dtype=torch.float64)  # (n, chunks)
     if whole < k:
         totals = torch.cat([totals, probs[:, whole:].sum(dim=-1, keepdim=True, dtype=torch.float64)], dim=1)
     before = F.pad(totals.cumsum(dim=-1)[:, :-1], (1, 0))  # (n, chunks): the mass before each chunk, as _invert sums it
