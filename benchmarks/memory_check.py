@@ -80,7 +80,9 @@ def measure(
         capture_output=True,
         text=True,
         check=True,
-        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"},
+        # One malloc arena and one OpenMP thread: per-thread arenas otherwise add a varying amount to the peak.
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin",
+             "MALLOC_ARENA_MAX": "1", "OMP_NUM_THREADS": "1"},
     )
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     return max(rows, key=lambda row: row["measured"])
