@@ -85,7 +85,7 @@ def t_dse(model: nn.Module, x0: torch.Tensor, schedule: Schedule, *, generator=N
 
 
 def k_dce(model: nn.Module, x0: torch.Tensor, schedule: Schedule | None = None, *, generator=None, given=None):
-    """k-DCE (any-order autoregressive): n free positions, k ~ U{1..n}; mask exactly k of them; (n/k) · Σ_masked −log p_i.
+    """k-DCE (any-order autoregressive): k ~ U{1..n}; mask exactly k of the n free positions; (n/k) · Σ_masked −log p_i.
 
     Without `given`, n = L. A row with no free position scores 0.
     """

@@ -84,7 +84,7 @@ def generate(
     """Draw `num_samples` sequences of `length` tokens as `config` says.
 
     `template` (L,) holds token ids at fixed positions and mask_id at free ones; only free positions
-    are sampled. `seeds` gives each sample its own seed (reproducible alone, whatever the batch);
+    are sampled. A (num_samples, L) template gives each sample its own (prompts of several lengths). `seeds` gives each sample its own seed (reproducible alone, whatever the batch);
     otherwise the seeds are drawn from `generator` (or torch's global one). At most `batch_size` rows
     share a network call. `progress(done, total)` is called after each call, in samples.
     """
@@ -95,7 +95,7 @@ def generate(
         raise ConfigError(problems)
     check_results_fit(num_samples, length)
     vocab_size, mask_id = vocabulary(model)
-    start = template_tokens(template, length, mask_id, vocab_size)
+    start = template_tokens(template, length, mask_id, vocab_size, rows=num_samples)
     seeds = resolve_seeds(seeds, num_samples, generator)
     sampler = make_sampler(model, schedule, config, length)
     device = torch.device(device) if device is not None else model_device(model)

@@ -153,9 +153,9 @@ def advance(model: nn.Module, groups: list[tuple[Sampler, Rows]]) -> None:
         rows.nfe.index_add_(0, query.rows, torch.ones_like(query.rows))
 
 
-def new_rows(template: torch.Tensor, seeds: list[int], index: list[int], mask_id: int, device) -> Rows:
-    """Rows that start from `template` (L,), one per seed."""
-    tokens = template.to(device).repeat(len(seeds), 1)
+def new_rows(templates: torch.Tensor, seeds: list[int], index: list[int], mask_id: int, device) -> Rows:
+    """Rows that start from `templates` (n, L), one per seed."""
+    tokens = templates.to(device).clone(memory_format=torch.contiguous_format)  # never the caller's tensor
     return Rows(
         tokens,
         tokens == mask_id,
@@ -175,8 +175,9 @@ def run(
     device: torch.device,
     progress: Callable[[float, int], None] | None = None,
 ) -> SampleResult:
-    """Sample one sequence per seed from `template`, at most `batch_size` rows per network call."""
-    num_samples, length = len(seeds), template.shape[0]
+    """Sample one sequence per seed from `template` (L,), or from its own row of `template` (N, L); at most
+    `batch_size` rows per network call."""
+    num_samples, length = len(seeds), template.shape[-1]
     tokens = torch.empty(num_samples, length, dtype=torch.long)
     nfe = torch.zeros(num_samples, dtype=torch.long)
     running, waiting, done = None, 0, 0
@@ -185,7 +186,8 @@ def run(
             room = batch_size - (len(running) if running is not None else 0)
             if room > 0 and waiting < num_samples:
                 joining = list(range(waiting, min(num_samples, waiting + room)))
-                fresh = new_rows(template, [seeds[i] for i in joining], joining, sampler.mask_id, device)
+                starts = template[joining] if template.dim() == 2 else template.expand(len(joining), -1)
+                fresh = new_rows(starts, [seeds[i] for i in joining], joining, sampler.mask_id, device)
                 sampler.start(fresh)
                 running = fresh if running is None else Rows.concat([running, fresh])
                 waiting = joining[-1] + 1
@@ -238,21 +240,23 @@ def check_results_fit(num_samples: int, length: int, bytes_per_token: int = 8) -
         )
 
 
-def template_tokens(template, length: int, mask_id: int, vocab_size: int) -> torch.Tensor:
-    """The (L,) starting tokens: the template (fixed ids, mask_id at free positions) or all masks."""
+def template_tokens(template, length: int, mask_id: int, vocab_size: int, rows: int | None = None) -> torch.Tensor:
+    """The starting tokens: the template (fixed ids, mask_id at free positions) or all masks, (L,); with
+    `rows`, a template may also give each of that many samples its own row, (rows, L)."""
     if template is None:
         return torch.full((length,), mask_id, dtype=torch.long)
     template = torch.as_tensor(template).cpu()
     if template.is_floating_point() or template.dtype == torch.bool:
         raise ConfigError("template ids must be whole numbers")
     template = template.long()
-    if template.shape != (length,):
+    if template.shape != (length,) and (rows is None or template.shape != (rows, length)):
+        per_sample = f", or ({rows}, {length}) for one per sample" if rows is not None else ""
         raise ConfigError(
-            f"the template has shape {tuple(template.shape)}; it must be ({length},), one id per position"
+            f"the template has shape {tuple(template.shape)}; it must be ({length},), one id per position{per_sample}"
         )
     if ((template < 0) | (template > vocab_size)).any():
         raise ConfigError(f"template ids must be in 0..{vocab_size - 1}, or {mask_id} for a free position")
-    if not (template == mask_id).any():
+    if not (template == mask_id).any(dim=-1).all():
         raise ConfigError("the template has no free position: nothing to sample")
     return template
 
