@@ -26,6 +26,7 @@ from radd_cli.learner import Learner, TrainState
 from radd_cli.losses import LOSSES
 from radd_cli.masking import seed_for
 from radd_cli.pretrained import save
+from radd_cli.prompting import respond
 from radd_cli.recipe import Recipe
 from radd_cli.run_folder import RunFolder
 from radd_cli.run_log import RunLogger
@@ -297,18 +298,24 @@ class Trainer:
         return float(totals[0] / totals[1] / recipe.model.length)
 
     def snapshot(self, step: int) -> list[str]:
-        """A few samples from the EMA weights, written to samples/step_N.txt."""
-        section = self.recipe.sampling
+        """A few samples from the EMA weights, written to samples/step_N.txt: for prompt/response rows (one per
+        block), the answers to the first validation prompts."""
+        section, length = self.recipe.sampling, self.recipe.model.length
+        model, schedule = self.learner.ema_model(), self.learner.schedule
         with self.runtime.autocast():
-            result = generate(
-                self.learner.ema_model(),
-                self.learner.schedule,
-                section.config(),
-                num_samples=section.num_samples,
-                length=self.recipe.model.length,
-                seeds=list(range(section.num_samples)),
-            )
-        texts = [self.tokenizer.decode(row.tolist()) for row in result.tokens]
+            if self.valid_given is not None and self.recipe.data.packing == instructions.Packing.pad:
+                rows = zip(self.valid_blocks[: section.num_samples], self.valid_given)
+                ids = [block[: int(given.sum())].tolist() for block, given in rows]
+                prompts = [self.tokenizer.decode(prompt) for prompt in ids]
+                config = section.config()
+                answers = respond(model, schedule, self.tokenizer, config, prompts, prompt_ids=ids, length=length)
+                texts = [answer.prompt + answer.text for answer in answers]
+            else:
+                count = section.num_samples
+                result = generate(
+                    model, schedule, section.config(), num_samples=count, length=length, seeds=range(count)
+                )
+                texts = [self.tokenizer.decode(row.tolist()) for row in result.tokens]
         self.logger.samples(step, texts)
         return texts
 
