@@ -58,7 +58,7 @@ def is_instruction_source(source: str) -> bool:
         return False
     files = [f for f in data.local_files(path) if f.suffix in (".jsonl", ".json")]
     for file in files:
-        for line in _lines(file):
+        for _, line in _lines(file):
             try:
                 first = json.loads(line)
             except json.JSONDecodeError:
@@ -67,12 +67,13 @@ def is_instruction_source(source: str) -> bool:
     return False
 
 
-def _lines(file: Path) -> Iterator[str]:
+def _lines(file: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each line that is not blank."""
     try:
         with open(file, encoding="utf-8") as handle:
-            for line in handle:
+            for number, line in enumerate(handle, start=1):
                 if line.strip():
-                    yield line
+                    yield number, line
     except UnicodeDecodeError as error:
         raise DataError(f"{file} is not UTF-8 text ({error.reason}); give JSON lines") from None
 
@@ -105,12 +106,8 @@ def read_rows(source: str, split: str) -> list[Row]:
 def _file_rows(file: Path) -> list[Row]:
     if file.suffix not in (".jsonl", ".json"):
         raise DataError(f"{file}: prompt/response data is JSON lines (.jsonl); this folder mixes in other files")
-    rows = []
-    with open(file, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                rows.append(_row(line, f"{file} line {number}"))
-    if file.stat().st_size == 0 or not rows:
+    rows = [_row(line, f"{file} line {number}") for number, line in _lines(file)]
+    if not rows:
         raise DataError(f"{file} is empty; give one JSON object per line with prompt and response")
     return rows
 

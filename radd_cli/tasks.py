@@ -54,6 +54,10 @@ def _numbers(rng: np.random.Generator, low: int = 2, high: int = 6, top: int = 1
     return rng.integers(0, top, size=int(rng.integers(low, high + 1))).tolist()
 
 
+def _distinct(rng: np.random.Generator, low: int = 2, high: int = 6, top: int = 100) -> list[int]:
+    return rng.choice(top, size=int(rng.integers(low, high + 1)), replace=False).tolist()
+
+
 def _spaced(values) -> str:
     return "".join(f" {value}" for value in values)
 
@@ -79,6 +83,36 @@ class SortDigits(Task):
 
 
 @register
+class SortEq(Task):
+    name = "sort_eq"
+    description = "sort 2 to 6 distinct numbers below 100: 'sort: 42 7 19 =' → ' 7 19 42'"
+
+    def example(self, rng: np.random.Generator) -> Example:
+        values = _distinct(rng)
+        return Example(f"sort:{_spaced(values)} =", _spaced(sorted(values)))
+
+
+@register
+class SortDig(Task):
+    name = "sort_dig"
+    description = "sort 2 to 8 distinct digits"
+
+    def example(self, rng: np.random.Generator) -> Example:
+        values = _distinct(rng, 2, 6, 10)
+        return Example(f"sort:{_spaced(values)} =", _spaced(sorted(values)))
+
+
+@register
+class ReverseEq(Task):
+    name = "reverse_eq"
+    description = "reverse 2 to 6 distinct numbers below 100"
+
+    def example(self, rng: np.random.Generator) -> Example:
+        values = _distinct(rng)
+        return Example(f"reverse:{_spaced(values)} =", _spaced(values[::-1]))
+
+
+@register
 class Sort5(Task):
     name = "sort5"
     description = "sort 5 numbers below 100"
@@ -96,6 +130,26 @@ class Reverse5(Task):
     def example(self, rng: np.random.Generator) -> Example:
         values = _numbers(rng, 5, 5)
         return Example(f"reverse:{_spaced(values)}", _spaced(values[::-1]))
+
+
+@register
+class Copy5(Task):
+    name = "copy5"
+    description = "copy 5 numbers below 100"
+
+    def example(self, rng: np.random.Generator) -> Example:
+        values = _numbers(rng, 5, 5)
+        return Example(f"copy:{_spaced(values)}", _spaced(values))
+
+
+@register
+class Max(Task):
+    name = "max"
+    description = "the largest of 2 to 6 numbers"
+
+    def example(self, rng: np.random.Generator) -> Example:
+        values = _numbers(rng)
+        return Example(f"max:{_spaced(values)}", f" {max(values)}")
 
 
 @register

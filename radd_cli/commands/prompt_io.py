@@ -28,8 +28,10 @@ def read_prompt_file(path: Path) -> list[str]:
     """Prompts from a .jsonl file ({"prompt": ...} per row) or a .txt file (one prompt per line)."""
     if path.suffix not in (".jsonl", ".txt"):
         raise DataError(f'--prompts {path}: give a .jsonl file ({{"prompt": ...}} per line) or a .txt file')
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"--prompts {path}: no such file")
+    if not path.is_file():
+        raise DataError(f"--prompts {path} is not a regular file; give a .jsonl or .txt file")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:
