@@ -138,9 +138,8 @@ class RaddLM(LM):
             strategy = Strategy("top_k", top_k=1) if temperature is None else Strategy(temperature=temperature)
             config = SamplingConfig(method=self.method, steps=self.steps, strategy=strategy)
             contexts = [requests[i].args[0] for i in members]
-            ids = [
-                self.tokenizer.encode(c)[-(self.length - room) :] if c else [self.tokenizer.eos_id] for c in contexts
-            ]
+            # each context keeps as many of its last tokens as leave a free position; max_gen_toks only trims
+            ids = [self.tokenizer.encode(c)[1 - self.length :] if c else [self.tokenizer.eos_id] for c in contexts]
             with self.loaded.autocast():
                 responses = prompting.respond(
                     self.loaded.model,

@@ -50,12 +50,10 @@ def register(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def _numbers(rng: np.random.Generator, low: int = 2, high: int = 6, top: int = 100) -> list[int]:
-    return rng.integers(0, top, size=int(rng.integers(low, high + 1))).tolist()
-
-
-def _distinct(rng: np.random.Generator, low: int = 2, high: int = 6, top: int = 100) -> list[int]:
-    return rng.choice(top, size=int(rng.integers(low, high + 1)), replace=False).tolist()
+def _digits(rng: np.random.Generator, distinct: bool) -> list[int]:
+    """2 to 6 digits, all different when `distinct`."""
+    count = int(rng.integers(2, 7))
+    return rng.choice(10, size=count, replace=not distinct).tolist()
 
 
 def _spaced(values) -> str:
@@ -65,111 +63,31 @@ def _spaced(values) -> str:
 @register
 class Sort(Task):
     name = "sort"
-    description = "sort 2 to 6 numbers below 100: 'sort: 42 7 19' → ' 7 19 42'"
+    description = "sort 2 to 6 different digits: 'sort: 8 3 5 =' → ' 3 5 8'"
 
     def example(self, rng: np.random.Generator) -> Example:
-        values = _numbers(rng)
-        return Example(f"sort:{_spaced(values)}", _spaced(sorted(values)))
-
-
-@register
-class SortDigits(Task):
-    name = "sort_digits"
-    description = "sort 2 to 8 digits: 'sort: 4 7 1' → ' 1 4 7'"
-
-    def example(self, rng: np.random.Generator) -> Example:
-        values = _numbers(rng, 2, 8, 10)
-        return Example(f"sort:{_spaced(values)}", _spaced(sorted(values)))
-
-
-@register
-class SortEq(Task):
-    name = "sort_eq"
-    description = "sort 2 to 6 distinct numbers below 100: 'sort: 42 7 19 =' → ' 7 19 42'"
-
-    def example(self, rng: np.random.Generator) -> Example:
-        values = _distinct(rng)
+        values = _digits(rng, distinct=True)
         return Example(f"sort:{_spaced(values)} =", _spaced(sorted(values)))
-
-
-@register
-class SortDig(Task):
-    name = "sort_dig"
-    description = "sort 2 to 8 distinct digits"
-
-    def example(self, rng: np.random.Generator) -> Example:
-        values = _distinct(rng, 2, 6, 10)
-        return Example(f"sort:{_spaced(values)} =", _spaced(sorted(values)))
-
-
-@register
-class ReverseEq(Task):
-    name = "reverse_eq"
-    description = "reverse 2 to 6 distinct numbers below 100"
-
-    def example(self, rng: np.random.Generator) -> Example:
-        values = _distinct(rng)
-        return Example(f"reverse:{_spaced(values)} =", _spaced(values[::-1]))
-
-
-@register
-class Sort5(Task):
-    name = "sort5"
-    description = "sort 5 numbers below 100"
-
-    def example(self, rng: np.random.Generator) -> Example:
-        values = _numbers(rng, 5, 5)
-        return Example(f"sort:{_spaced(values)}", _spaced(sorted(values)))
-
-
-@register
-class Reverse5(Task):
-    name = "reverse5"
-    description = "reverse 5 numbers below 100"
-
-    def example(self, rng: np.random.Generator) -> Example:
-        values = _numbers(rng, 5, 5)
-        return Example(f"reverse:{_spaced(values)}", _spaced(values[::-1]))
-
-
-@register
-class Copy5(Task):
-    name = "copy5"
-    description = "copy 5 numbers below 100"
-
-    def example(self, rng: np.random.Generator) -> Example:
-        values = _numbers(rng, 5, 5)
-        return Example(f"copy:{_spaced(values)}", _spaced(values))
-
-
-@register
-class Max(Task):
-    name = "max"
-    description = "the largest of 2 to 6 numbers"
-
-    def example(self, rng: np.random.Generator) -> Example:
-        values = _numbers(rng)
-        return Example(f"max:{_spaced(values)}", f" {max(values)}")
 
 
 @register
 class Reverse(Task):
     name = "reverse"
-    description = "reverse 2 to 6 numbers below 100: 'reverse: 42 7 19' → ' 19 7 42'"
+    description = "reverse 2 to 6 digits: 'reverse: 8 3 3 5 =' → ' 5 3 3 8'"
 
     def example(self, rng: np.random.Generator) -> Example:
-        values = _numbers(rng)
-        return Example(f"reverse:{_spaced(values)}", _spaced(values[::-1]))
+        values = _digits(rng, distinct=False)
+        return Example(f"reverse:{_spaced(values)} =", _spaced(values[::-1]))
 
 
 @register
 class Add(Task):
     name = "add"
-    description = "add two numbers below 1000: 'add: 123 + 45' → ' 168' (harder: carries)"
+    description = "add two numbers below 1000: 'add: 123 + 45 =' → ' 168' (harder: carries)"
 
     def example(self, rng: np.random.Generator) -> Example:
         a, b = rng.integers(0, 1000, size=2).tolist()
-        return Example(f"add: {a} + {b}", f" {a + b}")
+        return Example(f"add: {a} + {b} =", f" {a + b}")
 
 
 TaskName = choices_of("TaskName", TASKS, __name__)
@@ -233,6 +151,14 @@ class ExactMatchReport:
         """Of the accuracy, as a binomial proportion."""
         return math.sqrt(self.accuracy * (1 - self.accuracy) / self.prompts)
 
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The 95% Wilson score interval of the accuracy: sound at 0% and 100%, where ± 1.96 SE is not."""
+        z, n, p = 1.959964, self.prompts, self.accuracy
+        centre, scale = p + z * z / (2 * n), 1 + z * z / n
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return max(0.0, (centre - half) / scale), min(1.0, (centre + half) / scale)
+
     def to_dict(self) -> dict:
         return {
             "task": self.task,
@@ -241,6 +167,7 @@ class ExactMatchReport:
             "correct": self.correct,
             "exact_match": self.accuracy,
             "standard_error": self.standard_error,
+            "interval": self.interval,
             "examples": [{"prompt": p, "response": r, "reference": ref} for p, r, ref in self.examples],
         }
 

@@ -8,10 +8,12 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import torch
 
 lm_eval = pytest.importorskip("lm_eval", reason="the lmeval extra: pip install 'radd[lmeval]'")
 
@@ -21,16 +23,33 @@ ROOT = Path(__file__).parents[1]
 TASK = "sort"
 
 
+@pytest.fixture(scope="module")
+def sort_model(tmp_path_factory) -> Path:
+    """A small model trained briefly on task:sort (the recipe `sort`, shortened)."""
+    from radd_cli.recipe import load_recipe
+    from radd_cli.trainer import Trainer
+
+    folder = tmp_path_factory.mktemp("sort-model")
+    overrides = [f"data.cache_dir={folder / 'cache'}", "training.steps=400", "checkpoint.every=400"]
+    overrides += ["evaluation.batches=1", "sampling.num_samples=1"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is as fast, and far faster on a busy machine
+    try:
+        return Trainer(load_recipe("sort", overrides), folder / "run", show_progress=False).run().final_dir
+    finally:
+        torch.set_num_threads(threads)
+
+
 def multiple_choice_rows(count: int) -> list[dict]:
-    """Held-out prompts with the answer among three wrong ones: reversed, shuffled, and other numbers."""
+    """Held-out prompts with the answer among three wrong ones: reversed, and with one or all digits not in
+    the prompt (sorted)."""
     rng, rows = random.Random(0), []
     for example in tasks.examples(TASK, "test")[:count]:
-        numbers = example.response.split()
-        shuffled = numbers[:]
-        while shuffled == numbers or shuffled == numbers[::-1]:
-            rng.shuffle(shuffled)
-        wrong = [numbers[::-1], shuffled, [str((int(n) + 37) % 100) for n in numbers]]
-        choices = [example.response] + [" " + " ".join(w) for w in wrong]
+        digits = example.response.split()
+        others = [str(d) for d in range(10) if str(d) not in digits]
+        one_foreign = sorted(digits[1:] + [rng.choice(others)], key=int)
+        all_foreign = sorted(rng.sample(others, min(len(digits), len(others))), key=int)
+        choices = [example.response] + [" " + " ".join(w) for w in (digits[::-1], one_foreign, all_foreign)]
         rng.shuffle(choices)
         rows.append({"prompt": example.prompt, "response": example.response, "choices": choices})
         rows[-1]["answer"] = choices.index(example.response)
@@ -69,14 +88,29 @@ def discovers_entry_points() -> bool:
 def run_lm_eval(model: Path, folder: Path, task_names: str, extra: str = "") -> dict:
     """lm-eval's own command line (`lm_eval` itself where it reads entry points); the results JSON."""
     command = ["lm_eval"] if discovers_entry_points() else [sys.executable, "-m", "radd_cli.lmeval"]
-    output = folder / "results"
+    output = Path(tempfile.mkdtemp(prefix="results-", dir=folder))
     args = ["--model", "radd", "--model_args", f"pretrained={model}{extra}", "--tasks", task_names]
     args += ["--include_path", str(folder), "--batch_size", "64", "--output_path", str(output), "--device", "cpu"]
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
     finished = subprocess.run(command + args, capture_output=True, text=True, timeout=600, env=env, cwd=folder)
     assert finished.returncode == 0, finished.stderr[-3000:]
     [saved] = output.rglob("results_*.json")
     return json.loads(saved.read_text())["results"]
+
+
+def evaluate_task(model: Path, limit: int):
+    from radd_cli.inference import load_for_inference
+    from radd_cli.sampling import SamplingConfig, Strategy
+
+    loaded = load_for_inference(str(model), "cpu")
+    config = SamplingConfig(method="tweedie", strategy=Strategy("top_k", top_k=1))
+    return tasks.evaluate_task(loaded.model, loaded.schedule, loaded.tokenizer, TASK, config, limit=limit)
 
 
 def test_the_entry_point_names_the_adapter():
@@ -97,7 +131,9 @@ def test_lm_eval_runs_radd_on_local_tasks_and_the_trained_model_beats_chance(tmp
     results = run_lm_eval(sort_model, folder, "radd_test_mc,radd_test_gen,radd_test_rolling")
     accuracy = results["radd_test_mc"]["acc,none"]
     assert accuracy > 0.6, results  # chance is 0.25
-    assert 0.0 <= results["radd_test_gen"]["exact_match,none"] <= 1.0
+    # generation is radd's own: the same answers as `radd eval --task` (greedy, sample i with seed i)
+    own = evaluate_task(sort_model, limit=60)
+    assert results["radd_test_gen"]["exact_match,none"] == pytest.approx(own.accuracy), (results, own)
     assert results["radd_test_rolling"]["bits_per_byte,none"] > 0
 
 
@@ -106,3 +142,39 @@ def test_the_monte_carlo_likelihood_agrees_with_the_exact_one(tmp_path, sort_mod
     exact = run_lm_eval(sort_model, folder, "radd_test_mc")["radd_test_mc"]["acc,none"]
     sampled = run_lm_eval(sort_model, folder, "radd_test_mc", ",likelihood=monte_carlo,mc_samples=32")
     assert abs(sampled["radd_test_mc"]["acc,none"] - exact) <= 0.2
+
+
+def requests(kind: str, *arguments) -> list:
+    from lm_eval.api.instance import Instance
+
+    return [Instance(kind, {}, argument, index) for index, argument in enumerate(arguments)]
+
+
+def test_generation_stops_at_stop_strings_and_max_tokens_and_likelihoods_are_exact(tiny_checkpoint):
+    from radd_cli import conditional, prompting
+    from radd_cli.lmeval import RaddLM
+    from radd_cli.sampling import SamplingConfig, Strategy
+
+    lm = RaddLM(pretrained=str(tiny_checkpoint), device="cuda:0" if not torch.cuda.is_available() else "cpu")
+    assert lm.loaded.device.type == "cpu"  # lm-eval's default device falls back to the CPU
+    greedy = SamplingConfig(method="tweedie", strategy=Strategy("top_k", top_k=1))
+    [own] = prompting.respond(lm.loaded.model, lm.loaded.schedule, lm.tokenizer, greedy, ["The cat"], length=lm.length)
+    assert len(own.token_ids) > 4, "the tiny model answers at some length"
+    [free] = lm.generate_until(requests("generate_until", ("The cat", {"until": [], "max_gen_toks": 12})))
+    assert free == lm.tokenizer.decode(own.token_ids[:12])  # radd's own greedy answer (sample 0, seed 0)
+    stop = lm.tokenizer.decode(own.token_ids[3:5])
+    [cut] = lm.generate_until(requests("generate_until", ("The cat", {"until": ["\n", stop], "max_gen_toks": 12})))
+    assert cut == free[: free.index(stop)] and stop not in cut
+    [short] = lm.generate_until(requests("generate_until", ("The cat", {"until": [], "max_gen_toks": 2})))
+    assert short == lm.tokenizer.decode(own.token_ids[:2])
+    pairs = [("The cat", " sat on the"), ("", "The dog"), ("The owl sat ", "on the mat.")]
+    scored = lm.loglikelihood(requests("loglikelihood", *pairs))
+    for (context, continuation), (log_p, greedy) in zip(pairs, scored):
+        head, tail = lm._pair(context, continuation)
+        assert lm.tokenizer.decode(tail) == context[len(context.rstrip()) :] + continuation  # spaces move over
+        assert head == (lm.tokenizer.encode(context.rstrip()) if context else [lm.tokenizer.eos_id])
+        tokens, given = conditional.layout(head, tail, lm.length, lm.tokenizer.mask_id)
+        exact, flag = conditional.exact(lm.loaded.model, tokens[None], given[None])
+        assert log_p == pytest.approx(float(exact)) and greedy == bool(flag) and log_p < 0
+    [rolling] = lm.loglikelihood_rolling(requests("loglikelihood_rolling", ("The cat sat on the mat. " * 4,)))
+    assert rolling < 0

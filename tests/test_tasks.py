@@ -32,7 +32,8 @@ def test_rows_are_deterministic_right_and_held_out_prompts_are_new(name):
     tasks.examples.cache_clear()
     assert tasks.examples(name, "test") == test  # the same rows on every machine
     for row in test[:50]:
-        numbers = [int(n) for n in row.prompt.split(":")[1].replace("+", " ").split()]
+        assert row.prompt.startswith(f"{name}: ") and row.prompt.endswith(" =")
+        numbers = [int(n) for n in row.prompt[len(name) + 1 : -1].replace("+", " ").split()]
         answer = [int(n) for n in row.response.split()]
         expected = {"sort": sorted(numbers), "reverse": numbers[::-1], "add": [sum(numbers)]}[name]
         assert answer == expected and row.response.startswith(" ")
@@ -44,6 +45,9 @@ def test_exact_match_ignores_only_whitespace():
     report = tasks.score("sort", "test", [tasks.examples("sort", "test")[0].response, "wrong"])
     assert (report.prompts, report.correct, report.accuracy) == (2, 1, 0.5)
     assert report.standard_error == pytest.approx(0.5 / 2**0.5)
+    perfect = tasks.score("sort", "test", [row.response for row in tasks.examples("sort", "test")])
+    assert perfect.accuracy == 1 and perfect.standard_error == 0
+    assert perfect.interval == (pytest.approx(500 / (500 + 1.959964**2)), 1.0)  # Wilson: never a zero-width interval
     with pytest.raises(DataError, match="no built-in task 'nope'; the tasks are task:sort"):
         tasks.task_name("task:nope")
     with pytest.raises(DataError, match="task:sort has no split 'dev'"):
@@ -52,7 +56,7 @@ def test_exact_match_ignores_only_whitespace():
 
 @pytest.fixture(scope="module")
 def sort_tokenizer():
-    return train_tokenizer(itertools.islice(instructions.training_texts("task:sort", "train"), 20_000), 512)
+    return train_tokenizer(itertools.islice(instructions.training_texts("task:sort", "train"), 20_000), 300)
 
 
 class KnowsTheAnswers(nn.Module):

@@ -46,17 +46,14 @@ def evaluate_task(
             device=loaded.device,
             progress=lambda done, _: bar.update(progress, completed=done),
         )
-    half_width = 1.96 * report.standard_error  # normal interval of a binomial proportion
+    low, high = report.interval
     table = Table(title=f"{model} on task {task} ({split})", show_header=False)
     table.add_row(
-        "exact match", f"{report.accuracy:.1%} ± {report.standard_error:.1%} (95% interval ± {half_width:.1%})"
+        "exact match", f"{report.accuracy:.1%} ± {report.standard_error:.1%} (95% interval {low:.1%} – {high:.1%})"
     )
     table.add_row("prompts", f"{report.correct} of {report.prompts} answered exactly")
-    table.add_row(
-        "decoding",
-        f"{config.method}, {config.strategy.name}"
-        + (f" (top_k {config.strategy.top_k})" if config.strategy.top_k else ""),
-    )
+    greedy = config.strategy.top_k == 1
+    table.add_row("decoding", f"{config.method}, " + ("greedy" if greedy else f"top_k {config.strategy.top_k}"))
     for prompt, response, reference in report.examples:
         mark = "[green]✓[/]" if tasks.exact_match(response, reference) else f"[red]✗[/] (expected {escape(reference)})"
         table.add_row(escape(prompt), f"{escape(response)}  {mark}")
