@@ -1,19 +1,19 @@
 """Generation from a prompt (docs/fine-tuning.md): the prompt's tokens open the sequence as fixed
 positions, the response is drawn at the free positions after it, with any sampler, and read up to its
-first EOS (and, when asked, up to the first stop string). `radd sample --prompt`, `radd eval --task`
+first EOS (the samplers' `stop_at_eos`) and, when asked, up to the first stop string. `radd sample --prompt`, `radd eval --task`
 and the lm-eval adapter all call `respond`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from radd_cli.errors import ConfigError
-from radd_cli.sampling import SamplingConfig, generate
+from radd_cli.sampling import SampleResult, SamplingConfig, generate
 from radd_cli.schedule import Schedule
 from radd_cli.templates import check_text
 from radd_cli.tokenizer import Tokenizer
@@ -55,14 +55,6 @@ def prompt_template(prompt_ids: Sequence[int], length: int, mask_id: int) -> tor
     return template
 
 
-def trim_at_eos(tokens: Sequence[int], eos_id: int) -> tuple[list[int], bool]:
-    """The tokens before the first EOS, and whether there was one."""
-    tokens = [int(token) for token in tokens]
-    if eos_id in tokens:
-        return tokens[: tokens.index(eos_id)], True
-    return tokens, False
-
-
 def trim_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """The text before the earliest of the stop strings, and whether one occurred."""
     cuts = [text.find(stop) for stop in stops if stop and stop in text]
@@ -78,25 +70,26 @@ def prompt_templates(
 
 
 def read_responses(
-    tokens: torch.Tensor,
-    nfe: torch.Tensor,
+    result: SampleResult,
     prompts: Sequence[str],
     prompt_ids: Sequence[Sequence[int]],
     tokenizer: Tokenizer,
     seeds: Sequence[int],
     stop: Sequence[str] = (),
 ) -> list[Response]:
-    """The responses in sampled sequences (N, L) drawn from `prompt_templates(prompt_ids, ...)`."""
-    per_prompt = len(tokens) // len(prompt_ids)
+    """The responses in sequences drawn from `prompt_templates(prompt_ids, ...)` with `stop_at_eos` (each
+    kept up to the first end-of-text token it generated), cut at the first stop string."""
+    per_prompt = len(result.tokens) // len(prompt_ids)
     responses = []
-    for i, row in enumerate(tokens):
+    for i, sequence in enumerate(result.sequences()):
         ids = list(prompt_ids[i // per_prompt])
-        response, ended = trim_at_eos(row[len(ids) :].tolist(), tokenizer.eos_id)
+        response = sequence[len(ids) :]
         text, stopped = trim_at_stop(tokenizer.decode(response), stop)
         if stopped:  # keep the tokens that make up the kept text
             response = tokenizer.encode(text) if text else []
-        finish = "stop" if ended or stopped else "length"
-        responses.append(Response(prompts[i // per_prompt], text, ids, response, finish, seeds[i], int(nfe[i])))
+        finish = "stop" if stopped or len(sequence) < result.tokens.shape[1] else "length"
+        nfe = int(result.nfe_per_sample[i])
+        responses.append(Response(prompts[i // per_prompt], text, ids, response, finish, seeds[i], nfe))
     return responses
 
 
@@ -128,13 +121,14 @@ def respond(
     result = generate(
         model,
         schedule,
-        config,
+        replace(config, stop_at_eos=True),
         num_samples=len(templates),
         length=length,
         template=templates,
         seeds=seeds,
         batch_size=batch_size,
         device=device,
+        eos_id=tokenizer.eos_id,
         progress=progress,
     )
-    return read_responses(result.tokens, result.nfe_per_sample, prompts, prompt_ids, tokenizer, seeds, stop)
+    return read_responses(result, prompts, prompt_ids, tokenizer, seeds, stop)

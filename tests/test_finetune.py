@@ -201,7 +201,7 @@ def test_a_different_vocabulary_points_at_the_tokenizer_to_use(tmp_path, tiny_ch
         ],
     )
     with pytest.raises(
-        ConfigError, match=f"vocab_size 300;.*vocab_size 3\\d\\d: set tokenizer.name={tiny_checkpoint} to"
+        ConfigError, match=f"vocab_size 300;.*vocab_size 2\\d\\d: set tokenizer.name={tiny_checkpoint} to"
     ):
         Trainer(recipe, tmp_path / "run")
     with pytest.raises(CheckpointError, match="training.init_from: .*nowhere: no such folder"):

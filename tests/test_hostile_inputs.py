@@ -69,6 +69,8 @@ def cases(root: Path) -> list[tuple[list[str], str]]:
                 "--top-p": PROBABILITIES,
                 "--temperature": POSITIVE_FLOATS,
                 "--output": bad_paths["--output"],
+                "--block-length": COUNTS + ["5"],  # 5 divides no length of the model (16)
+                "--guidance": ["-1", "nan", "inf", "x"],
             },
         )
         found += option_cases([verb, "--prefix", "x"] if verb == "infill" else [verb], {"--model": bad_paths["--model"]})
@@ -76,6 +78,8 @@ def cases(root: Path) -> list[tuple[list[str], str]]:
             [*base, "--method", "ordered"],
             {"--order": [str(root / "nowhere.txt"), str(root / "binary.txt"), str(root / "huge_order.txt"), str(root / "folder")]},
         )
+    found += option_cases(["sample", *model, "--method", "threshold"], {"--threshold": PROBABILITIES})
+    found += option_cases(["sample", *model, "--method", "remdm"], {"--eta": ["-1", "nan", "inf", "x"]})
     found += option_cases(
         ["sample", *model],
         {

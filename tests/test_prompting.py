@@ -19,9 +19,7 @@ from tests.cli_helpers import assert_clean_error
 runner = CliRunner()
 
 
-def test_trimming_at_eos_and_at_stop_strings():
-    assert prompting.trim_at_eos([5, 6, 0, 7, 0], eos_id=0) == ([5, 6], True)
-    assert prompting.trim_at_eos([5, 6], eos_id=0) == ([5, 6], False)
+def test_trimming_at_stop_strings():
     assert prompting.trim_at_stop("a cat. Q: more", ["Q:", "."]) == ("a cat", True)
     assert prompting.trim_at_stop("a cat", ["\n", ""]) == ("a cat", False)
 

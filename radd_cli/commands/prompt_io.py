@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from radd_cli import prompting
@@ -70,10 +71,9 @@ def answer(
     prompt_ids = [prompting.encode_prompt(prompt, tokenizer, chat) for prompt in prompts]
     templates = prompting.prompt_templates(prompt_ids, length, tokenizer.mask_id, draw.num_samples)
     request = sampling_io.Request(len(templates), draw.batch_size, length, draw.seed)
+    config = replace(config, stop_at_eos=True)  # an answer ends at its first EOS
     result, seconds = sampling_io.draw(loaded, config, request, template=templates)
-    responses = prompting.read_responses(
-        result.tokens, result.nfe_per_sample, prompts, prompt_ids, tokenizer, request.seeds
-    )
+    responses = prompting.read_responses(result, prompts, prompt_ids, tokenizer, request.seeds)
     shown = [tokenizer.decode(response.prompt_ids) for response in responses]  # the fixed tokens, as read
     extra = [
         {

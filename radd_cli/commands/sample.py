@@ -17,7 +17,11 @@ def sample(
     draw: sampling_io.DrawOptions,
     length: Annotated[
         Optional[int],
-        typer.Option("--length", min=1, help="Tokens per sample, a prompt's included (default: the model's)."),
+        typer.Option(
+            "--length",
+            min=1,
+            help="Tokens per sample, a prompt's included (default: the model's; longer ones go window by window).",
+        ),
     ] = None,
     prompt: Annotated[
         Optional[list[str]],
@@ -35,7 +39,6 @@ def sample(
     texts = prompt_io.read_prompts(prompt, prompts)
     loaded = draw.load()
     length = length if length is not None else loaded.model.config.length
-    sampling_io.check_length(loaded, length)
     if texts:
         return prompt_io.answer(loaded, config, draw, texts, length, chat)
     request = draw.request(length)
