@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from radd_cli.errors import ConfigError
-from radd_cli.sampling import SampleResult, SamplingConfig, generate
+from radd_cli.sampling import SampleResult, SamplingConfig, check_results_fit, generate
 from radd_cli.schedule import Schedule
 from radd_cli.templates import check_text
 from radd_cli.tokenizer import Tokenizer
@@ -65,6 +65,7 @@ def prompt_templates(
     prompt_ids: Sequence[Sequence[int]], length: int, mask_id: int, num_samples: int = 1
 ) -> torch.Tensor:
     """(P · num_samples, length): each prompt's template, repeated for its samples (prompt by prompt)."""
+    check_results_fit(len(prompt_ids) * num_samples, length)  # before allocating them
     templates = torch.stack([prompt_template(ids, length, mask_id) for ids in prompt_ids])  # (P, L)
     return templates.repeat_interleave(num_samples, dim=0)
 

@@ -11,7 +11,7 @@ from radd_cli import prompting
 from radd_cli.commands import sampling_io
 from radd_cli.errors import DataError
 from radd_cli.inference import LoadedModel
-from radd_cli.sampling import SamplingConfig
+from radd_cli.sampling import SamplingConfig, check_results_fit
 from radd_cli.templates import check_text
 
 
@@ -69,6 +69,7 @@ def answer(
     """--num-samples responses to each prompt, printed (response highlighted) and written to --output."""
     tokenizer = loaded.tokenizer
     prompt_ids = [prompting.encode_prompt(prompt, tokenizer, chat) for prompt in prompts]
+    check_results_fit(len(prompts) * draw.num_samples, length, sampling_io.BYTES_PER_PRINTED_TOKEN)
     templates = prompting.prompt_templates(prompt_ids, length, tokenizer.mask_id, draw.num_samples)
     request = sampling_io.Request(len(templates), draw.batch_size, length, draw.seed)
     config = replace(config, stop_at_eos=True)  # an answer ends at its first EOS
