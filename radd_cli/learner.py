@@ -125,9 +125,11 @@ class Learner:
             first = (micro * rt.world_size + rt.rank) * self.micro_batch
             x0 = torch.as_tensor(np.asarray(blocks[first : first + self.micro_batch]).astype(np.int64)).to(rt.device)
             generator = torch.Generator(rt.device).manual_seed(seed_for(training.seed, state.step, rt.rank, micro, 2))
-            prompt = None if given is None else torch.as_tensor(given[first : first + self.micro_batch]).to(rt.device)
+            condition = {}  # plain text calls the objective exactly as before
+            if given is not None:
+                condition["given"] = torch.as_tensor(given[first : first + self.micro_batch]).to(rt.device)
             with rt.no_sync(self.model, sync=micro == training.accumulation - 1):  # prepare() added autocast
-                loss = self.objective(self.model, x0, self.schedule, generator=generator, given=prompt).mean()
+                loss = self.objective(self.model, x0, self.schedule, generator=generator, **condition).mean()
                 rt.backward(loss / training.accumulation)
             total += loss.detach() / training.accumulation
         finite = bool(torch.isfinite(total))

@@ -288,10 +288,12 @@ class Trainer:
             rows = slice(start, min(start + section.batch_size, count))
             x0 = torch.from_numpy(self.valid_blocks[rows].astype(np.int64))
             generator = torch.Generator(rt.device).manual_seed(seed_for(recipe.training.seed, start, 3))
-            given = None if self.valid_given is None else torch.from_numpy(self.valid_given[rows]).to(rt.device)
+            condition = {}  # plain text calls the objective exactly as before
+            if self.valid_given is not None:
+                condition["given"] = torch.from_numpy(self.valid_given[rows]).to(rt.device)
             with rt.autocast():
                 nats = LOSSES[section.loss_type](
-                    model, x0.to(rt.device), self.learner.schedule, generator=generator, given=given
+                    model, x0.to(rt.device), self.learner.schedule, generator=generator, **condition
                 )
             totals += torch.tensor([float(nats.sum()), len(x0)], dtype=torch.float64)
         totals = rt.sum(totals).cpu()
