@@ -170,7 +170,7 @@ def test_other_shapes_are_an_error_naming_the_keys_to_change(tmp_path, tiny_chec
     )
     with pytest.raises(
         ConfigError,
-        match=f"training.init_from {tiny_checkpoint} is a network with .*n_blocks 2.*set model.n_blocks=2 to fine-tune it",
+        match=f"training.init_from {tiny_checkpoint} is a network with .*n_blocks 2.*set model.n_blocks=2 to fine-tune",
     ):
         Trainer(recipe, tmp_path / "run")
     result = runner.invoke(

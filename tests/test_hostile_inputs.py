@@ -84,7 +84,10 @@ def cases(root: Path) -> list[tuple[list[str], str]]:
         ["sample", *model],
         {
             "--prompt": ["The cat sat on the mat. " * 8, "\udcff"],
-            "--prompts": [str(root / p) for p in ("nowhere.jsonl", "pipe.txt", "binary.txt", "folder", "empty.jsonl", "existing.jsonl", "x.csv")],
+            "--prompts": [
+                str(root / p)
+                for p in ("nowhere.jsonl", "pipe.txt", "binary.txt", "folder", "empty.jsonl", "existing.jsonl", "x.csv")
+            ],
         },
     )
     found += option_cases(["sample", *model, "--prompt", "The cat"], {"--length": COUNTS + HUGE_COUNTS + ["2"]})
@@ -117,7 +120,13 @@ def cases(root: Path) -> list[tuple[list[str], str]]:
     found += option_cases(["eval", "--samples", str(root / "existing.jsonl")], {"--judge": [str(root / "empty")]})
     found += option_cases(
         ["eval", *model, "--task", "sort"],
-        {"--limit": COUNTS, "--top-k": COUNTS, "--steps": COUNTS, "--split": ["dev", "all"], "--json": [str(root / "folder")]},
+        {
+            "--limit": COUNTS,
+            "--top-k": COUNTS,
+            "--steps": COUNTS,
+            "--split": ["dev", "all"],
+            "--json": [str(root / "folder")],
+        },
     )
     found += option_cases(["eval", *model], {"--task": ["nope", "task:sort", ""]})
     found += option_cases(["eval", "--task", "sort"], {"--model": bad_paths["--model"]})

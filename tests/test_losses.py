@@ -90,8 +90,9 @@ def test_objectives_with_a_given_prefix_are_unbiased_for_the_conditional(oracle,
     given = GIVEN_PATTERNS
     batch, batch_given = x.repeat(2000, 1), given.repeat(2000, 1)
     generator = torch.Generator().manual_seed(1)
+    schedule = get_schedule("loglinear")
     draws = torch.cat(
-        [LOSSES[name](oracle, batch, get_schedule("loglinear"), generator=generator, given=batch_given) for _ in range(5)]
+        [LOSSES[name](oracle, batch, schedule, generator=generator, given=batch_given) for _ in range(5)]
     ).view(-1, len(PICKED))
     truth = neg_log_conditional(oracle, x, given)
     assert truth[-1] == 0 and (draws[:, -1] == 0).all()  # nothing free: nothing to score
