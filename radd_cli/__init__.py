@@ -30,6 +30,7 @@ _PUBLIC = {
     "sample": "radd_cli.sampling",
     "expected_nfe": "radd_cli.sampling",
     "evaluate_perplexity": "radd_cli.evaluation",
+    "respond": "radd_cli.prompting",
     "load_recipe": "radd_cli.recipe",
     "Trainer": "radd_cli.trainer",
 }

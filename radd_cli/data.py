@@ -136,7 +136,7 @@ def _builtin_documents():
     return datasets.Dataset.from_dict({"text": [topics[name] for name in sorted(topics)]})
 
 
-def _local_files(path: Path) -> list[Path]:
+def local_files(path: Path) -> list[Path]:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder (and not a known dataset: {', '.join(DATASETS)}, {BUILTIN})")
     files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES) if path.is_dir() else [path]
@@ -154,7 +154,7 @@ def _local_files(path: Path) -> list[Path]:
 def _local_documents(path: Path):
     import datasets
 
-    files = _local_files(path)
+    files = local_files(path)
     for file in files:
         if file.suffix == ".txt":
             _check_utf8(file)
@@ -215,7 +215,7 @@ def _check_utf8(file: Path) -> None:
 def token_stream(source: str, split: str, tokenizer: Tokenizer, cache_dir: str | Path, progress=None) -> np.ndarray:
     """All documents of (source, split), tokenized, EOS after each, as one array; cached on disk."""
     cache = Path(cache_dir).expanduser() / "tokens"
-    key = hashlib.sha256(json.dumps([_source_identity(source), split, tokenizer.fingerprint()]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([source_identity(source), split, tokenizer.fingerprint()]).encode()).hexdigest()
     path = cache / f"{Path(source).name or 'data'}-{split}-{key[:16]}.npy"
     if path.is_file():
         try:
@@ -277,7 +277,7 @@ def _check_ids(ids: list, tokenizer: Tokenizer, start: int) -> None:
             )
 
 
-def _source_identity(source: str):
+def source_identity(source: str):
     """What the cache key depends on: the name, or each file's path, size and modification time."""
     if source in DATASETS:
         return source
@@ -285,7 +285,7 @@ def _source_identity(source: str):
         return [BUILTIN, sys.version]
     if source == markov.NAME:
         return [markov.NAME, markov.SEED, markov.DOCUMENT]
-    files = _local_files(Path(source).expanduser())
+    files = local_files(Path(source).expanduser())
     return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 

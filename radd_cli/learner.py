@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radd_cli import finetune
 from radd_cli.errors import ConfigError
 from radd_cli.losses import LOSSES
 from radd_cli.masking import seed_for
@@ -113,8 +114,11 @@ class Learner:
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
-    def step(self, blocks: np.ndarray) -> StepResult:
-        """One optimizer step over the global batch `blocks` (batch_size, L) of token ids."""
+    def step(self, blocks: np.ndarray, given: np.ndarray | None = None) -> StepResult:
+        """One optimizer step over the global batch `blocks` (batch_size, L) of token ids.
+
+        `given` (batch_size, L) bool marks prompt positions: never masked, never scored (fine-tuning).
+        """
         rt, state, training = self.runtime, self.state, self.training
         torch.manual_seed(seed_for(training.seed, state.step, rt.rank, 1))  # dropout
         self.model.train()
@@ -123,9 +127,12 @@ class Learner:
             first = (micro * rt.world_size + rt.rank) * self.micro_batch
             x0 = torch.as_tensor(np.asarray(blocks[first : first + self.micro_batch]).astype(np.int64)).to(rt.device)
             generator = torch.Generator(rt.device).manual_seed(seed_for(training.seed, state.step, rt.rank, micro, 2))
+            condition = {}  # plain text calls the objective exactly as before
+            if given is not None:
+                condition["given"] = torch.as_tensor(given[first : first + self.micro_batch]).to(rt.device)
             with rt.no_sync(self.model, sync=micro == training.accumulation - 1):
                 with rt.training_autocast():  # prepare() added autocast to an unsharded model
-                    loss = self.objective(self.model, x0, self.schedule, generator=generator).mean()
+                    loss = self.objective(self.model, x0, self.schedule, generator=generator, **condition).mean()
                 rt.backward(loss / training.accumulation)
             total += loss.detach() / training.accumulation
         finite = bool(torch.isfinite(total))
@@ -147,6 +154,14 @@ class Learner:
         state.step += 1
         state.blocks_seen += training.batch_size
         return StepResult(float(rt.sum(total[None]).item() / rt.world_size), finite)
+
+    @torch.no_grad()
+    def start_from(self, source: str) -> str:
+        """Fine-tuning: the network and its EMA start from `source`'s weights; optimizer and schedule stay fresh."""
+        read = finetune.load_into(unwrap(self.model), source)
+        for shadow, parameter in zip(self.ema.shadow_params, self.model.parameters()):
+            shadow.copy_(parameter.detach().float())
+        return read
 
     def check_weights(self, checkpoint: Path) -> None:
         """Refuse a checkpoint whose network has other shapes than this run's (it had another recipe).

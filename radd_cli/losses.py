@@ -3,6 +3,10 @@
 Each returns, per sequence, an unbiased Monte-Carlo estimate (float64, nats per sequence) of an upper
 bound on −log p(x0); only masked positions contribute. With a network that knows the true
 conditionals every objective has expectation −log p(x0), up to the t_eps / eps truncations.
+
+`given` (optional, bool (B, L)) marks positions that are conditioned on: never masked, never scored
+(a prompt, docs/fine-tuning.md). Every objective then estimates −log p(x0 at the free positions | x0 at
+the given ones), with the same guarantees; a given position may hold the mask id (always hidden).
 The caller owns train/eval mode and gradient state.
 """
 
@@ -35,18 +39,20 @@ def _draw_t(x0: torch.Tensor, generator) -> torch.Tensor:
     return T_EPS + (1 - T_EPS) * masking.stratified_uniform(x0.shape[0], generator, x0.device)
 
 
-def lambda_dce(model: nn.Module, x0: torch.Tensor, schedule: Schedule | None = None, *, generator=None):
-    """λ-DCE: λ ~ U(0, 1]; mask each token with probability λ; (1/λ) · Σ_masked −log p_i.
+def lambda_dce(
+    model: nn.Module, x0: torch.Tensor, schedule: Schedule | None = None, *, generator=None, given=None
+):
+    """λ-DCE: λ ~ U(0, 1]; mask each free token with probability λ; (1/λ) · Σ_masked −log p_i.
 
     Unbiased because −log p(x0) = ∫_0^1 (1/λ) E_λ[Σ_masked −log p_i] dλ. The schedule is not used.
     """
     _, mask_id = vocabulary(model)
     lam = 1.0 - masking.stratified_uniform(x0.shape[0], generator, x0.device)  # (0, 1], never 0
-    x_t, masked = masking.mask_with_probability(x0, lam, mask_id, generator)
+    x_t, masked = masking.mask_with_probability(x0, lam, mask_id, generator, given)
     return masked_nll(model, x_t, masked, x0) / lam
 
 
-def t_dce(model: nn.Module, x0: torch.Tensor, schedule: Schedule, *, generator=None):
+def t_dce(model: nn.Module, x0: torch.Tensor, schedule: Schedule, *, generator=None, given=None):
     """t-DCE: t ~ U[t_eps, 1); mask with probability 1 − e^{−σ(t)}; σ'(t)/(e^{σ(t)} − 1) · Σ_masked −log p_i.
 
     This is the paper's formula. The published implementation adds log(e^{σ(t)} − 1) to each masked
@@ -55,12 +61,12 @@ def t_dce(model: nn.Module, x0: torch.Tensor, schedule: Schedule, *, generator=N
     """
     _, mask_id = vocabulary(model)
     t = _draw_t(x0, generator)
-    x_t, masked = masking.mask_with_probability(x0, schedule.mask_probability(t), mask_id, generator)
+    x_t, masked = masking.mask_with_probability(x0, schedule.mask_probability(t), mask_id, generator, given)
     weight = schedule.rate(t) / schedule.expm1_total(t)
     return weight * masked_nll(model, x_t, masked, x0)
 
 
-def t_dse(model: nn.Module, x0: torch.Tensor, schedule: Schedule, *, generator=None):
+def t_dse(model: nn.Module, x0: torch.Tensor, schedule: Schedule, *, generator=None, given=None):
     """t-DSE (denoising score entropy) with scores s_v = p_v·r, r = 1/(e^σ − 1).
 
     σ'(t) · Σ_masked [r·(−log s_{x0}) + Σ_v s_v + r·(log r − 1)], computed in the equal, cancellation-free
@@ -69,7 +75,7 @@ def t_dse(model: nn.Module, x0: torch.Tensor, schedule: Schedule, *, generator=N
     """
     _, mask_id = vocabulary(model)
     t = _draw_t(x0, generator)
-    x_t, masked = masking.mask_with_probability(x0, schedule.mask_probability(t), mask_id, generator)
+    x_t, masked = masking.mask_with_probability(x0, schedule.mask_probability(t), mask_id, generator, given)
     log_p = log_probs_at(model, x_t, masked).double()  # (N, V)
     target = log_p.gather(-1, x0[masked][:, None]).squeeze(-1)
     per_position = -target + (log_p.exp().sum(-1) - 1.0)
@@ -78,46 +84,54 @@ def t_dse(model: nn.Module, x0: torch.Tensor, schedule: Schedule, *, generator=N
     return schedule.rate(t) / schedule.expm1_total(t) * per_row
 
 
-def k_dce(model: nn.Module, x0: torch.Tensor, schedule: Schedule | None = None, *, generator=None):
-    """k-DCE (any-order autoregressive): k ~ U{1..L}; mask exactly k positions; (L/k) · Σ_masked −log p_i."""
-    _, mask_id = vocabulary(model)
-    length = x0.shape[1]
-    u = masking.stratified_uniform(x0.shape[0], generator, x0.device)
-    k = (u * length).long().clamp(max=length - 1) + 1  # (B,) in 1..L
-    x_t, masked = masking.mask_exactly(x0, k, mask_id, generator)
-    return length / k.double() * masked_nll(model, x_t, masked, x0)
+def k_dce(model: nn.Module, x0: torch.Tensor, schedule: Schedule | None = None, *, generator=None, given=None):
+    """k-DCE (any-order autoregressive): k ~ U{1..n}; mask exactly k of the n free positions; (n/k) · Σ_masked −log p_i.
 
-
-def fixed_order_nll(model: nn.Module, x0: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Exact −log p(x0) under the autoregressive factorisation in `order` (B, L): L network calls.
-
-    Call j masks the positions order[j:] and scores position order[j].
+    Without `given`, n = L. A row with no free position scores 0.
     """
     _, mask_id = vocabulary(model)
+    free = masking.free_count(x0, given)  # (B,) n
+    u = masking.stratified_uniform(x0.shape[0], generator, x0.device)
+    k = torch.minimum((u * free).long() + 1, free)  # (B,) in 1..n
+    x_t, masked = masking.mask_exactly(x0, k, mask_id, generator, given)
+    return free.double() / k.clamp(min=1).double() * masked_nll(model, x_t, masked, x0)
+
+
+def fixed_order_nll(model: nn.Module, x0: torch.Tensor, order: torch.Tensor, given=None) -> torch.Tensor:
+    """Exact −log p(x0) under the autoregressive factorisation in `order` (B, L): L network calls.
+
+    Call j masks the positions order[j:] and scores position order[j]. With `given`, only the free
+    positions are ordered (in their relative order) and masked: −log p(free | given), in as many calls
+    as the most free positions of a row.
+    """
+    _, mask_id = vocabulary(model)
+    free = torch.ones_like(x0, dtype=torch.bool) if given is None else ~given  # (B, L)
+    if given is not None:
+        order = masking.free_first(order, given)
     place = masking.places(order)  # (B, L): where each position comes in its row's order
     total = torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device)
-    for j in range(x0.shape[1]):
-        x_t = torch.where(place >= j, mask_id, x0)
-        total += masked_nll(model, x_t, place == j, x0)
+    for j in range(int(free.sum(dim=1).max()) if x0.numel() else 0):
+        x_t = torch.where((place >= j) & free, mask_id, x0)
+        total += masked_nll(model, x_t, (place == j) & free, x0)
     return total
 
 
-def ar_forward(model: nn.Module, x0: torch.Tensor, schedule: Schedule | None = None, *, generator=None):
+def ar_forward(model: nn.Module, x0: torch.Tensor, schedule: Schedule | None = None, *, generator=None, given=None):
     """Left-to-right autoregressive NLL (exact, deterministic; for evaluation)."""
     order = torch.arange(x0.shape[1], device=x0.device).expand_as(x0)
-    return fixed_order_nll(model, x0, order)
+    return fixed_order_nll(model, x0, order, given)
 
 
-def ar_backward(model: nn.Module, x0: torch.Tensor, schedule: Schedule | None = None, *, generator=None):
+def ar_backward(model: nn.Module, x0: torch.Tensor, schedule: Schedule | None = None, *, generator=None, given=None):
     """Right-to-left autoregressive NLL (exact, deterministic; for evaluation)."""
     order = torch.arange(x0.shape[1] - 1, -1, -1, device=x0.device).expand_as(x0)
-    return fixed_order_nll(model, x0, order)
+    return fixed_order_nll(model, x0, order, given)
 
 
-def ar_random(model: nn.Module, x0: torch.Tensor, schedule: Schedule | None = None, *, generator=None):
+def ar_random(model: nn.Module, x0: torch.Tensor, schedule: Schedule | None = None, *, generator=None, given=None):
     """Autoregressive NLL in a random order drawn for each row (exact for that order)."""
     keys = masking.uniform(x0.shape, generator, x0.device)
-    return fixed_order_nll(model, x0, keys.argsort(dim=1))
+    return fixed_order_nll(model, x0, keys.argsort(dim=1), given)
 
 
 LOSSES: dict[str, Objective] = {

@@ -2,6 +2,8 @@
 
 Every function takes an optional `torch.Generator`; random numbers are drawn in float64 on the
 generator's device (on the data's device when none is given) and then moved to the data's device.
+An optional bool (B, L) `given` marks positions that are never masked (a prompt, docs/fine-tuning.md);
+without it the draws are exactly those of plain text.
 """
 
 from __future__ import annotations
@@ -38,23 +40,43 @@ def stratified_uniform(batch_size: int, generator: torch.Generator | None = None
 
 
 def mask_with_probability(
-    x0: torch.Tensor, probability: torch.Tensor, mask_id: int, generator: torch.Generator | None = None
+    x0: torch.Tensor,
+    probability: torch.Tensor,
+    mask_id: int,
+    generator: torch.Generator | None = None,
+    given: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask each token of row b independently with probability `probability[b]`.
+    """Mask each free token of row b independently with probability `probability[b]`.
 
     Returns (x_t, masked): the noised tokens (B, L) and the bool mask of masked positions (B, L).
     """
     masked = uniform(x0.shape, generator, x0.device) < probability[:, None]
+    if given is not None:
+        masked &= ~given
     return torch.where(masked, mask_id, x0), masked
 
 
 def mask_exactly(
-    x0: torch.Tensor, count: torch.Tensor, mask_id: int, generator: torch.Generator | None = None
+    x0: torch.Tensor,
+    count: torch.Tensor,
+    mask_id: int,
+    generator: torch.Generator | None = None,
+    given: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask exactly `count[b]` positions of row b, chosen uniformly without replacement."""
-    ranks = uniform(x0.shape, generator, x0.device).argsort(dim=1).argsort(dim=1)  # a random rank per position
+    """Mask exactly `count[b]` free positions of row b, chosen uniformly without replacement."""
+    keys = uniform(x0.shape, generator, x0.device)  # (B, L) in [0, 1)
+    if given is not None:
+        keys = keys.masked_fill(given, 2.0)  # given positions rank after every free one
+    ranks = keys.argsort(dim=1).argsort(dim=1)  # a random rank per position
     masked = ranks < count[:, None]
     return torch.where(masked, mask_id, x0), masked
+
+
+def free_count(x0: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor:
+    """(B,) long: the positions of each row that may be masked (all of them without `given`)."""
+    if given is None:
+        return torch.full((x0.shape[0],), x0.shape[1], dtype=torch.long, device=x0.device)
+    return (~given).sum(dim=1)
 
 
 def places(order: torch.Tensor) -> torch.Tensor:
@@ -63,3 +85,9 @@ def places(order: torch.Tensor) -> torch.Tensor:
     place = torch.empty_like(order)
     place.scatter_(1, order, torch.arange(length, device=order.device).expand(batch, length).contiguous())
     return place
+
+
+def free_first(order: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    """The orders (B, L) with each row's free positions first, in their relative order, then the given ones."""
+    rank = places(order) + order.shape[1] * given.long()  # (B, L): unique within a row
+    return rank.argsort(dim=1)

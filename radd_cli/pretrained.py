@@ -260,7 +260,7 @@ def _read_training_run(folder: Path, *, ema: bool) -> PretrainedFiles:
         raise CheckpointError(f"{checkpoint_path}: expected a dict with a `model` state dict")
     state_dict = _strip_wrappers(checkpoint["model"])
     if ema:
-        state_dict = _apply_ema(state_dict, checkpoint.get("ema"), checkpoint_path)
+        state_dict = apply_ema(state_dict, checkpoint.get("ema"), checkpoint_path)
     return PretrainedFiles(
         model=_published_model_config(config, config_path),
         state_dict=state_dict,
@@ -317,7 +317,7 @@ def parameter_order(keys) -> list[str]:
     return sorted((key for key in keys if key not in BUFFERS), key=rank)
 
 
-def _apply_ema(state_dict: dict, ema: dict | None, where: Path) -> dict:
+def apply_ema(state_dict: dict, ema: dict | None, where: Path) -> dict:
     if not isinstance(ema, dict) or "shadow_params" not in ema:
         raise CheckpointError(f"{where} has no EMA weights (`ema.shadow_params`); pass --no-ema to use the raw ones")
     names = parameter_order(state_dict)

@@ -21,6 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from radd_cli.errors import ConfigError
+from radd_cli.instructions import Packing
 from radd_cli.losses import TrainingLoss
 from radd_cli.model import ModelShape
 from radd_cli.optim import LRSchedule
@@ -65,6 +66,7 @@ class DataSection(Section):
     valid: str = "builtin"
     valid_split: str = "validation"
     cache_dir: str = "~/.cache/radd"
+    packing: Packing = Packing.pad  # prompt/response rows: one per block padded with EOS, or back to back
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class TrainingSection(Section):
     activation_checkpointing: bool = False
     compile: bool = False
     max_nonfinite: int = field(default=10, metadata=limits(low=1))
+    init_from: str = ""  # a model to fine-tune (any that radd loads, or a run's checkpoints/step_N); "" = scratch
 
     def check(self) -> None:
         if self.batch_size % self.accumulation:

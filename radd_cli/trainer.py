@@ -19,12 +19,14 @@ import numpy as np
 import torch
 
 from radd_cli import data as data_lib
-from radd_cli.errors import CheckpointError, ConfigError, TrainingError
+from radd_cli import instructions
+from radd_cli.errors import CheckpointError, TrainingError
 from radd_cli.files import WRITE_ERRORS, cause, replace_folder
 from radd_cli.learner import Learner, TrainState
 from radd_cli.losses import LOSSES
 from radd_cli.masking import seed_for
 from radd_cli.pretrained import save
+from radd_cli.prompting import respond
 from radd_cli.recipe import Recipe
 from radd_cli.run_folder import RunFolder
 from radd_cli.run_log import RunLogger
@@ -75,10 +77,8 @@ def prepare_tokenizer(recipe: Recipe, folder: RunFolder, runtime: Runtime) -> To
         stamp = folder.tokenizer / "trained_for.json"
         if stamp.is_file() and json.loads(stamp.read_text()) == made_for:
             return
-        documents = data_lib.load_documents(recipe.data.train, recipe.data.train_split)
-        if "text" not in documents.column_names:
-            raise ConfigError("tokenizer.name = 'train' needs text documents, not pre-tokenized input_ids")
-        tokenizer = train_tokenizer((row["text"] for row in documents), recipe.tokenizer.vocab_size)
+        texts = instructions.training_texts(recipe.data.train, recipe.data.train_split)
+        tokenizer = train_tokenizer(texts, recipe.tokenizer.vocab_size)
 
         def write(directory: Path) -> None:
             tokenizer.save(directory)
@@ -90,13 +90,14 @@ def prepare_tokenizer(recipe: Recipe, folder: RunFolder, runtime: Runtime) -> To
     return load_tokenizer(str(folder.tokenizer))
 
 
-def prepare_data(recipe: Recipe, tokenizer: Tokenizer, runtime: Runtime) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation blocks; the main process tokenizes into the cache, the others read it."""
+def prepare_data(recipe: Recipe, tokenizer: Tokenizer, runtime: Runtime):
+    """(blocks, given) for training and for validation; `given` marks prompts (None for plain text).
+    The main process tokenizes into the cache, the others read it."""
     data, length = recipe.data, recipe.model.length
     return runtime.main_first(
-        lambda: (
-            data_lib.load_blocks(data.train, data.train_split, tokenizer, length, data.cache_dir),
-            data_lib.load_blocks(data.valid, data.valid_split, tokenizer, length, data.cache_dir),
+        lambda: tuple(
+            instructions.load_blocks(source, split, tokenizer, length, data.cache_dir, data.packing)
+            for source, split in ((data.train, data.train_split), (data.valid, data.valid_split))
         )
     )
 
@@ -150,7 +151,12 @@ class Trainer:
             rt.main_first(lambda: (self.folder.tidy(), self.folder.check_continuation(recipe, restart)), others=False)
             self.tokenizer = prepare_tokenizer(recipe, self.folder, rt)
             self.learner = Learner(recipe, rt, self.tokenizer.vocab_size)  # refuses what cannot fit in memory
-            self.train_blocks, self.valid_blocks = prepare_data(recipe, self.tokenizer, rt)
+            self.started_from = None  # fine-tuning: the model the weights came from (a resumed run has its own)
+            if training.init_from and not self.folder.complete_checkpoints():
+                self.started_from = self.learner.start_from(training.init_from)
+            (self.train_blocks, self.train_given), (self.valid_blocks, self.valid_given) = prepare_data(
+                recipe, self.tokenizer, rt
+            )
             self.order = data_lib.BlockOrder(len(self.train_blocks), training.seed)
             self.logger = RunLogger(self.folder, rt, recipe, show_progress=show_progress)
         except BaseException:
@@ -199,7 +205,8 @@ class Trainer:
 
     def _run(self) -> TrainResult:
         recipe, rt, state = self.recipe, self.runtime, self.state
-        self.resume()
+        if not self.resume() and self.started_from:
+            self.logger.line(f"fine-tuning {self.started_from}")
         if rt.is_main:  # the run is set up: now its metadata may be written
             self.folder.write_recipe(recipe)
             self.folder.keep_metrics_up_to(state.step)
@@ -255,7 +262,8 @@ class Trainer:
         indices = self.batch_indices()
         if self.on_step is not None:
             self.on_step(self.state, indices)
-        result = self.learner.step(self.train_blocks[indices])
+        given = None if self.train_given is None else self.train_given[indices]
+        result = self.learner.step(self.train_blocks[indices], given)
         if not result.applied:
             self._skipped(result.loss)
         return result.loss
@@ -280,30 +288,42 @@ class Trainer:
         model = self.learner.ema_model()
         totals = torch.zeros(2, dtype=torch.float64)
         for start in range(rt.rank * section.batch_size, count, rt.world_size * section.batch_size):
-            x0 = torch.from_numpy(self.valid_blocks[start : min(start + section.batch_size, count)].astype(np.int64))
+            rows = slice(start, min(start + section.batch_size, count))
+            x0 = torch.from_numpy(self.valid_blocks[rows].astype(np.int64))
             generator = torch.Generator(rt.device).manual_seed(seed_for(recipe.training.seed, start, 3))
+            condition = {}  # plain text calls the objective exactly as before
+            if self.valid_given is not None:
+                condition["given"] = torch.from_numpy(self.valid_given[rows]).to(rt.device)
             with rt.autocast():
-                nats = LOSSES[section.loss_type](model, x0.to(rt.device), self.learner.schedule, generator=generator)
+                nats = LOSSES[section.loss_type](
+                    model, x0.to(rt.device), self.learner.schedule, generator=generator, **condition
+                )
             totals += torch.tensor([float(nats.sum()), len(x0)], dtype=torch.float64)
         totals = rt.sum(totals).cpu()
         return float(totals[0] / totals[1] / recipe.model.length)
 
     def snapshot(self, step: int) -> list[str]:
         """A few samples from the EMA weights, written to samples/step_N.txt by the main process (every process
-        takes part in gathering the weights)."""
-        section, model = self.recipe.sampling, self.learner.ema_model()
+        takes part in gathering the weights); for prompt/response rows (one per block), the answers to the first
+        validation prompts."""
+        section, length = self.recipe.sampling, self.recipe.model.length
+        model, schedule = self.learner.ema_model(), self.learner.schedule
         if not self.runtime.is_main:
             return []
         with self.runtime.autocast():
-            result = generate(
-                model,
-                self.learner.schedule,
-                section.config(),
-                num_samples=section.num_samples,
-                length=self.recipe.model.length,
-                seeds=list(range(section.num_samples)),
-            )
-        texts = [self.tokenizer.decode(row.tolist()) for row in result.tokens]
+            if self.valid_given is not None and self.recipe.data.packing == instructions.Packing.pad:
+                rows = zip(self.valid_blocks[: section.num_samples], self.valid_given)
+                ids = [block[: int(given.sum())].tolist() for block, given in rows]
+                prompts = [self.tokenizer.decode(prompt) for prompt in ids]
+                config = section.config()
+                answers = respond(model, schedule, self.tokenizer, config, prompts, prompt_ids=ids, length=length)
+                texts = [answer.prompt + answer.text for answer in answers]
+            else:
+                count = section.num_samples
+                result = generate(
+                    model, schedule, section.config(), num_samples=count, length=length, seeds=range(count)
+                )
+                texts = [self.tokenizer.decode(row.tolist()) for row in result.tokens]
         self.logger.samples(step, texts)
         return texts
 

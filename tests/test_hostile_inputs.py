@@ -42,6 +42,9 @@ def world(tmp_path_factory, tiny_checkpoint):
     (root / "user").mkdir()
     (root / "user" / "notes.txt").write_text("mine")
     os.mkfifo(root / "pipe.txt")
+    (root / "bad_rows.jsonl").write_text('{"prompt": "The cat", "response": " sat."}\n{"prompt": "The dog"}\n')
+    (root / "empty.jsonl").write_text("")
+    (root / "binary.jsonl").write_bytes(bytes(range(256)) * 4)
     return root
 
 
@@ -78,6 +81,18 @@ def cases(root: Path) -> list[tuple[list[str], str]]:
     found += option_cases(["sample", *model, "--method", "threshold"], {"--threshold": PROBABILITIES})
     found += option_cases(["sample", *model, "--method", "remdm"], {"--eta": ["-1", "nan", "inf", "x"]})
     found += option_cases(
+        ["sample", *model],
+        {
+            "--prompt": ["The cat sat on the mat. " * 8, "\udcff"],
+            "--prompts": [
+                str(root / p)
+                for p in ("nowhere.jsonl", "pipe.txt", "binary.txt", "folder", "empty.jsonl", "existing.jsonl", "x.csv")
+            ],
+        },
+    )
+    found += option_cases(["sample", *model, "--prompt", "The cat"], {"--length": COUNTS + HUGE_COUNTS + ["2"]})
+    found += option_cases(["sample", *model, "--prompt", "The cat", "--chat"], {"--num-samples": ["1"]})
+    found += option_cases(
         ["infill", *model],
         {"--template": ["[MASK:0]", "[MASK:10000000000]", "no spans here", "[MASK:x]", "bad \udcff [MASK:2]"], "--prefix": ["\udcff"]},
     )
@@ -103,6 +118,19 @@ def cases(root: Path) -> list[tuple[list[str], str]]:
         {"--samples": [str(root / "folder"), str(root / "binary.txt"), str(root / "nowhere.jsonl"), str(root / "corpus.txt")]},
     )
     found += option_cases(["eval", "--samples", str(root / "existing.jsonl")], {"--judge": [str(root / "empty")]})
+    found += option_cases(
+        ["eval", *model, "--task", "sort"],
+        {
+            "--limit": COUNTS,
+            "--top-k": COUNTS,
+            "--steps": COUNTS,
+            "--split": ["dev", "all"],
+            "--json": [str(root / "folder")],
+        },
+    )
+    found += option_cases(["eval", *model], {"--task": ["nope", "task:sort", ""]})
+    found += option_cases(["eval", "--task", "sort"], {"--model": bad_paths["--model"]})
+    found += [(["eval", "--task", "sort", *model, "--dataset", "builtin"], "eval --task with --dataset")]
     for verb, extra in (("sample", {"--steps": ["0", "a,b", "", "-1"], "--repeats": COUNTS}), ("eval", {"--batches": COUNTS})):
         found += option_cases(
             ["bench", verb, *model],
@@ -124,6 +152,15 @@ def cases(root: Path) -> list[tuple[list[str], str]]:
         f"data.train={root / 'nowhere.txt'}",
         f"data.train={root / 'pipe.txt'}",
         f"data.train={root / 'binary.txt'}",
+        f"data.train={root / 'bad_rows.jsonl'}",
+        f"data.train={root / 'empty.jsonl'}",
+        f"data.train={root / 'binary.jsonl'}",
+        "data.train=task:nope",
+        "data.packing=zip",
+        f"training.init_from={root / 'nowhere'}",
+        f"training.init_from={root / 'corpus.txt'}",
+        f"training.init_from={root / 'model'}",
+        f"training.init_from={root / 'empty'}",
     ):
         found.append(([*train, override, "--run-dir", str(root / "runs" / "r")], f"train {override}"))
     found += option_cases(train, {"--run-dir": [str(root / "user"), str(root / "corpus.txt")], "--recipe": [str(root / "nowhere.toml"), str(root / "binary.txt"), str(root / "folder")]})

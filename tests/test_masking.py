@@ -29,3 +29,23 @@ def test_mask_with_probability_and_places():
     assert torch.equal(torch.where(masked, x0, x_t), x0)
     order = torch.tensor([[2, 0, 1], [0, 1, 2]])
     assert masking.places(order).tolist() == [[1, 2, 0], [0, 1, 2]]
+
+
+def test_given_positions_are_never_masked_and_the_rest_uniformly():
+    x0 = torch.zeros(3000, 6, dtype=torch.long)
+    given = torch.tensor([True, True, False, False, False, False]).repeat(3000, 1)
+    count = torch.tensor([0, 2, 4]).repeat(1000)
+    _, masked = masking.mask_exactly(x0, count, mask_id=9, generator=torch.Generator().manual_seed(1), given=given)
+    assert torch.equal(masked.sum(1), count) and not masked[:, :2].any()
+    frequency = masked[count == 2][:, 2:].double().mean(0)  # 2 of the 4 free positions: 1/2 each
+    assert (frequency - 0.5).abs().max() < 0.06
+    probability = torch.ones(3000, dtype=torch.float64)
+    _, masked = masking.mask_with_probability(x0, probability, 9, torch.Generator().manual_seed(2), given=given)
+    assert torch.equal(masked, ~given)
+    assert masking.free_count(x0, given).unique().tolist() == [4] and masking.free_count(x0, None)[0] == 6
+
+
+def test_free_first_keeps_the_relative_order_of_free_positions():
+    order = torch.tensor([[3, 0, 2, 1], [0, 1, 2, 3]])
+    given = torch.tensor([[False, True, False, True], [True, False, False, False]])
+    assert masking.free_first(order, given).tolist() == [[0, 2, 3, 1], [1, 2, 3, 0]]

@@ -106,6 +106,22 @@ def test_template_keeps_fixed_tokens_and_draws_from_the_conditional(oracle):
     assert ordered.nfe == 2  # only the free positions cost a call
 
 
+def test_each_sample_may_have_its_own_template(oracle):
+    """Prompts of different lengths in one batch: each row draws from its own conditional, as if alone."""
+    first = torch.tensor([1, oracle.mask_id, oracle.mask_id, oracle.mask_id])  # a prefix of one token
+    second = torch.tensor([0, 2, oracle.mask_id, oracle.mask_id])  # a prefix of two
+    templates = torch.stack([first, second]).repeat(DRAWS, 1)  # (2·DRAWS, 4), interleaved
+    settings = dict(length=4, method="ordered", order="random")  # exact: one position per call
+    result = sample(
+        oracle, LOGLINEAR, num_samples=len(templates), template=templates, seeds=range(len(templates)), batch_size=64, **settings
+    )
+    assert torch.equal(result.tokens[0::2, :1], first[None, :1].expand(DRAWS, 1))
+    assert_draws_from(oracle, result.tokens[0::2], oracle.conditional(first), wrong=oracle.conditional(second))
+    assert_draws_from(oracle, result.tokens[1::2], oracle.conditional(second), wrong=oracle.conditional(first))
+    alone = sample(oracle, LOGLINEAR, num_samples=1, template=second, seeds=[7], **settings)
+    assert torch.equal(alone.tokens[0], result.tokens[7])  # sample 7 used seed 7 and the second template
+
+
 def test_fast_path_agrees_in_distribution_with_the_all_positions_sampler(oracle):
     # With 6 steps several tokens often unmask together, so neither is exact: both must still agree.
     fast = sample(oracle, LOGLINEAR, num_samples=DRAWS, length=4, steps=6, generator=torch.Generator().manual_seed(6))
@@ -250,6 +266,8 @@ def test_the_two_level_draw_equals_inverting_the_whole_float64_cdf(vocab):
         (dict(seeds=[1, 2, 2**64]), "seeds must be whole numbers"),
         (dict(template=torch.tensor([1, 2, 0, 1])), "no free position"),
         (dict(template=torch.tensor([3, 3])), "must be \\(4,\\)"),
+        (dict(template=torch.full((2, 4), 3)), "must be \\(4,\\), one id per position, or \\(3, 4\\)"),
+        (dict(template=torch.tensor([[3, 3, 3, 3], [3, 3, 3, 3], [1, 2, 0, 1]])), "no free position"),
         (dict(method="ordered", steps=None, order=torch.tensor([0, 0, 1, 2])), "permutation"),
         (dict(seeds=[1, 2]), "2 seeds for 3 samples"),
     ],

@@ -18,9 +18,12 @@ from radd_cli.commands.options import (
     BatchSizeOption,
     DeviceOption,
     JsonOption,
+    MethodOption,
     PrecisionOption,
+    StepsOption,
     check_writable,
 )
+from radd_cli.commands.task_eval import evaluate_task
 from radd_cli.console import err, out, progress_bar
 from radd_cli.errors import ConfigError, DataError
 from radd_cli.files import write_text
@@ -28,6 +31,8 @@ from radd_cli.evaluation import DEFAULT_MC_SAMPLES, PerplexityReport, evaluate_p
 from radd_cli.inference import load_for_inference
 from radd_cli.losses import Loss
 from radd_cli.runtime import Precision, build_runtime, launched_as_one_of_many, relaunch_on_gpus
+from radd_cli.sampling import Method, SamplingConfig, Strategy
+from radd_cli.tasks import TaskName
 
 
 def evaluate(
@@ -64,8 +69,28 @@ def evaluate(
     judge: Annotated[
         Optional[str], typer.Option("--judge", help="A causal LM (name or folder) that scores --samples.")
     ] = None,
+    task: Annotated[
+        Optional[TaskName], typer.Option("--task", help="Exact match on a built-in task's held-out prompts.")
+    ] = None,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", min=1, help="With --task: answer only the first N prompts.")
+    ] = None,
+    method: MethodOption = Method.tweedie,
+    steps: StepsOption = None,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=1, help="With --task: draw from the k most likely tokens (1 = greedy).")
+    ] = 1,
 ) -> None:
-    """Zero-shot perplexity of a model on a dataset, or generative perplexity and entropy of samples."""
+    """Zero-shot perplexity of a model on a dataset, generative perplexity and entropy of samples, or exact
+    match on a task's held-out prompts (--task; --method, --steps and --top-k set the decoding)."""
+    if task is not None:
+        if dataset is not None or samples is not None or judge is not None:
+            raise ConfigError("give --model with --task (exact match), without --dataset, --samples or --judge")
+        if model is None:
+            raise ConfigError("--task needs --model: the model to answer the prompts")
+        check_writable(json_path, "--json")
+        config = SamplingConfig(method=method, steps=steps, strategy=Strategy("top_k", top_k=top_k))
+        return evaluate_task(model, task, split or "test", limit, config, batch_size, seed, json_path, device, precision)
     if samples is not None or judge is not None:
         if model is not None or dataset is not None:
             raise ConfigError("give --model and --dataset (perplexity) or --samples and --judge (generative), not both")

@@ -89,7 +89,7 @@ def generate(
     """Draw `num_samples` sequences of `length` tokens as `config` says.
 
     `template` (L,) holds token ids at fixed positions and mask_id at free ones; only free positions
-    are sampled. `seeds` gives each sample its own seed (reproducible alone, whatever the batch);
+    are sampled. A (num_samples, L) template gives each sample its own (prompts of several lengths). `seeds` gives each sample its own seed (reproducible alone, whatever the batch);
     otherwise the seeds are drawn from `generator` (or torch's global one). At most `batch_size` rows
     share a network call. A `length` beyond the model's is generated window by window (windows.py).
     `eos_id` is the end-of-text token that `config.stop_at_eos` trims at. `progress(done, total)` is
@@ -104,7 +104,7 @@ def generate(
         raise ConfigError("stop_at_eos needs the end-of-text token id (eos_id)")
     check_results_fit(num_samples, length)
     vocab_size, mask_id = vocabulary(model)
-    start = template_tokens(template, length, mask_id, vocab_size)
+    start = template_tokens(template, length, mask_id, vocab_size, rows=num_samples)
     if config.guidance and bool((start == mask_id).all()):
         raise ConfigError("--guidance needs given tokens to guide by: a template, --prefix/--suffix or a prompt")
     seeds = resolve_seeds(seeds, num_samples, generator)

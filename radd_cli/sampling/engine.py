@@ -291,21 +291,23 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-def template_tokens(template, length: int, mask_id: int, vocab_size: int) -> torch.Tensor:
-    """The (L,) starting tokens: the template (fixed ids, mask_id at free positions) or all masks."""
+def template_tokens(template, length: int, mask_id: int, vocab_size: int, rows: int | None = None) -> torch.Tensor:
+    """The starting tokens: the template (fixed ids, mask_id at free positions) or all masks, (L,); with
+    `rows`, a template may also give each of that many samples its own row, (rows, L)."""
     if template is None:
         return torch.full((length,), mask_id, dtype=torch.long)
     template = torch.as_tensor(template).cpu()
     if template.is_floating_point() or template.dtype == torch.bool:
         raise ConfigError("template ids must be whole numbers")
     template = template.long()
-    if template.shape != (length,):
+    if template.shape != (length,) and (rows is None or template.shape != (rows, length)):
+        per_sample = f", or ({rows}, {length}) for one per sample" if rows is not None else ""
         raise ConfigError(
-            f"the template has shape {tuple(template.shape)}; it must be ({length},), one id per position"
+            f"the template has shape {tuple(template.shape)}; it must be ({length},), one id per position{per_sample}"
         )
     if ((template < 0) | (template > vocab_size)).any():
         raise ConfigError(f"template ids must be in 0..{vocab_size - 1}, or {mask_id} for a free position")
-    if not (template == mask_id).any():
+    if not (template == mask_id).any(dim=-1).all():
         raise ConfigError("the template has no free position: nothing to sample")
     return template
 

@@ -35,8 +35,9 @@ def run_windows(
     device: torch.device,
     progress=None,
 ) -> SampleResult:
-    """`template` (L,) is longer than `sampler.length`, the window; returns (N, L) tokens."""
-    window, length = sampler.length, template.shape[0]
+    """`template` (L,), or one row per sample (N, L), is longer than `sampler.length`, the window; returns
+    (N, L) tokens."""
+    window, length = sampler.length, template.shape[-1]
     tokens = template.expand(len(seeds), -1).clone()  # (N, L)
     generated = tokens == sampler.mask_id  # (N, L): the positions the samples fill
     nfe = torch.zeros(len(seeds), dtype=torch.long)
