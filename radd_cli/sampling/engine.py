@@ -87,6 +87,7 @@ class Sampler:
 
     name: ClassVar[str] = ""
     takes_order: ClassVar[bool] = False  # whether SamplingConfig.order means anything to it
+    remasks: ClassVar[bool] = False  # whether a decoded position can change again (streaming waits for the end)
 
     def __init__(self, config, schedule: Schedule, vocab_size: int, mask_id: int, length: int):
         self.config, self.schedule = config, schedule
