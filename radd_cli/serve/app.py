@@ -112,7 +112,9 @@ def create_app(loaded: LoadedModel, settings: ServeSettings) -> FastAPI:
         reply = Reply(wire.new_id(), settings.name, prepared, ticket, scheduler)
         if parsed.stream:
             usage = parsed.stream_options is not None and parsed.stream_options.include_usage
-            return StreamingResponse(reply.events(usage), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                reply.events(usage), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            )
         body = await reply.whole(request)
         return JSONResponse(body) if body is not None else Response(status_code=CLIENT_GONE)
 
@@ -154,7 +156,12 @@ def check_key(request: Request, key: str | None) -> None:
 
 def check_model(name: str, served: str) -> None:
     if name != served:
-        raise ApiError(404, f"model {name!r} is not served here; this server serves {served!r}", param="model", code="model_not_found")
+        raise ApiError(
+            404,
+            f"model {name!r} is not served here; this server serves {served!r}",
+            param="model",
+            code="model_not_found",
+        )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -216,9 +223,7 @@ class Reply:
         if finished.cancelled():
             return None  # the client has gone
         finished.result()  # raises the scheduler's failure, if any
-        choices = [
-            wire.choice(c.index, c.sent, c.finish_reason, seed=c.seed, nfe=c.nfe) for c in self.plan.choices
-        ]
+        choices = [wire.choice(c.index, c.sent, c.finish_reason, seed=c.seed, nfe=c.nfe) for c in self.plan.choices]
         return wire.completion(self.id, self.model, choices, self.usage(), self.created)
 
     async def events(self, include_usage: bool):
@@ -286,7 +291,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(info[4])
     except OSError as error:
-        raise RaddError(f"cannot listen on {host}:{port} ({error.strerror or error}); choose another --host or --port") from None
+        raise RaddError(
+            f"cannot listen on {host}:{port} ({error.strerror or error}); choose another --host or --port"
+        ) from None
     return sock
 
 

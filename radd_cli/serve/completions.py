@@ -56,7 +56,9 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
     extras = request.model_extra or {}
     unknown = sorted(set(extras) - set(RADD_FIELDS))
     if unknown:
-        raise ApiError(400, f"unknown field {unknown[0]!r}; radd's own fields are {', '.join(RADD_FIELDS)}", param=unknown[0])
+        raise ApiError(
+            400, f"unknown field {unknown[0]!r}; radd's own fields are {', '.join(RADD_FIELDS)}", param=unknown[0]
+        )
     try:
         config = sampling_config(defaults, request, extras)
     except ConfigError as error:
@@ -68,13 +70,17 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
     count = len(filled) * request.n
     if count > max_rows:
         raise ApiError(
-            400, f"{len(filled)} prompt(s) × n={request.n} = {count} sequences; this server takes at most {max_rows} per request",
+            400,
+            f"{len(filled)} prompt(s) × n={request.n} = {count} sequences; this server takes at most {max_rows} per request",
             param="n",
         )
     base = request.seed if request.seed is not None else secrets.randbelow(2**63 - count)
     try:
         seeds = list(resolve_seeds(range(base, base + count), count, None))
-        jobs = [start(loaded, config, infill, seeds, range(j * request.n, (j + 1) * request.n)) for j, (infill, _) in enumerate(filled)]
+        jobs = [
+            start(loaded, config, infill, seeds, range(j * request.n, (j + 1) * request.n))
+            for j, (infill, _) in enumerate(filled)
+        ]
     except ConfigError as error:
         raise config_error(error, "seed" if "seed" in str(error) else "order") from None
     live = not any(getattr(job.sampler, "remasks", False) for job in jobs)
@@ -126,11 +132,16 @@ def config_error(error: ConfigError, param: str | None = None) -> ApiError:
     return ApiError(400, message, param=param)
 
 
-def fill_templates(request: CompletionRequest, extras: dict, loaded: LoadedModel) -> list[tuple[templates.Infill, slice]]:
+def fill_templates(
+    request: CompletionRequest, extras: dict, loaded: LoadedModel
+) -> list[tuple[templates.Infill, slice]]:
     """Each prompt's template and the window of positions its choice's text covers."""
     model_length = loaded.model.config.length
     if "template" not in extras:
-        return [prompt_template(prompt, request.suffix, request.max_tokens, loaded, model_length) for prompt in request.prompts]
+        return [
+            prompt_template(prompt, request.suffix, request.max_tokens, loaded, model_length)
+            for prompt in request.prompts
+        ]
     text = extras["template"]
     if request.prompts != [""] or request.suffix or request.max_tokens is not None or not isinstance(text, str):
         raise ApiError(
@@ -156,7 +167,7 @@ def prompt_template(prompt: str, suffix: str | None, max_tokens: int | None, loa
     if not prompt and not suffix:
         raise ApiError(
             400,
-            'the prompt is empty and there is no suffix; give text to continue or to fill in around, or radd\'s '
+            "the prompt is empty and there is no suffix; give text to continue or to fill in around, or radd's "
             'template field ("[MASK:n]" for n tokens of unconditional text)',
             param="prompt",
         )
@@ -170,7 +181,8 @@ def prompt_template(prompt: str, suffix: str | None, max_tokens: int | None, loa
         raise ApiError(
             400,
             f"prompt ({head} tokens){asked} + suffix ({tail} tokens) = {head + (max_tokens or 0) + tail} tokens; the model "
-            f"holds {model_length}: " + (f"lower max_tokens to at most {room}" if room >= 1 else "shorten the prompt or suffix"),
+            f"holds {model_length}: "
+            + (f"lower max_tokens to at most {room}" if room >= 1 else "shorten the prompt or suffix"),
             param="max_tokens" if max_tokens is not None else "prompt",
             code="context_length_exceeded",
         )
@@ -178,11 +190,15 @@ def prompt_template(prompt: str, suffix: str | None, max_tokens: int | None, loa
     return infill, slice(head, head + max_tokens)
 
 
-def start(loaded: LoadedModel, config: SamplingConfig, infill: templates.Infill, seeds: list[int], choices: range) -> Job:
+def start(
+    loaded: LoadedModel, config: SamplingConfig, infill: templates.Infill, seeds: list[int], choices: range
+) -> Job:
     """The rows of one template's choices, started by a sampler (every random choice drawn up front)."""
     sampler = make_sampler(loaded.model, loaded.schedule, config, infill.length)
     with torch.inference_mode():
-        rows = new_rows(infill.tokens, seeds[choices.start : choices.stop], list(choices), sampler.mask_id, loaded.device)
+        rows = new_rows(
+            infill.tokens, seeds[choices.start : choices.stop], list(choices), sampler.mask_id, loaded.device
+        )
         sampler.start(rows)
     return Job(sampler, rows, group_key(config, infill.length))
 

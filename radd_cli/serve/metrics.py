@@ -32,18 +32,31 @@ class Metrics:
         disable_created_metrics()  # no `*_created` timestamps beside every counter
         self.registry = CollectorRegistry()
         registry = self.registry
-        self.requests = Counter("radd_requests", "HTTP requests answered, by path and status code", ["path", "code"], registry=registry)
+        self.requests = Counter(
+            "radd_requests", "HTTP requests answered, by path and status code", ["path", "code"], registry=registry
+        )
         self.queue_depth = Gauge("radd_queue_depth", "Completion requests waiting to join the batch", registry=registry)
-        self.rows_in_flight = Gauge("radd_rows_in_flight", "Sequences being denoised in the running batch", registry=registry)
-        self.network_calls = Counter("radd_network_calls", "Network calls (one batched forward pass each)", registry=registry)
+        self.rows_in_flight = Gauge(
+            "radd_rows_in_flight", "Sequences being denoised in the running batch", registry=registry
+        )
+        self.network_calls = Counter(
+            "radd_network_calls", "Network calls (one batched forward pass each)", registry=registry
+        )
         self.tokens = Counter("radd_generated_tokens", "Tokens generated (free positions decoded)", registry=registry)
         self.cancelled_rows = Counter(
-            "radd_cancelled_rows", "Rows removed before they finished (client gone, stop string, shutdown)", registry=registry
+            "radd_cancelled_rows",
+            "Rows removed before they finished (client gone, stop string, shutdown)",
+            registry=registry,
         )
         self.latency = Histogram(
-            "radd_request_latency_seconds", "Completion requests: arrival to last byte", buckets=LATENCY_BUCKETS, registry=registry
+            "radd_request_latency_seconds",
+            "Completion requests: arrival to last byte",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
-        rate = Gauge("radd_tokens_per_second", f"Tokens generated per second over the last {window:g} s", registry=registry)
+        rate = Gauge(
+            "radd_tokens_per_second", f"Tokens generated per second over the last {window:g} s", registry=registry
+        )
         rate.set_function(self.tokens_per_second)
         self.window = window
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) of recently finished rows

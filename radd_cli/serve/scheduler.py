@@ -81,7 +81,9 @@ class Group:
 class Scheduler:
     """The thread that batches every request's rows into network calls (see the module's docstring)."""
 
-    def __init__(self, model: nn.Module, *, max_rows: int, max_queue: int, metrics, autocast: Callable = contextlib.nullcontext):
+    def __init__(
+        self, model: nn.Module, *, max_rows: int, max_queue: int, metrics, autocast: Callable = contextlib.nullcontext
+    ):
         self.model, self.max_rows, self.max_queue = model, max_rows, max_queue
         self.metrics, self.autocast = metrics, autocast
         self._cond = threading.Condition()

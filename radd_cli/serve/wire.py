@@ -127,7 +127,9 @@ def new_id() -> str:
     return "cmpl-" + secrets.token_hex(12)
 
 
-def completion(request_id: str, model: str, choices: list[dict], usage: dict | None, created: int | None = None) -> dict:
+def completion(
+    request_id: str, model: str, choices: list[dict], usage: dict | None, created: int | None = None
+) -> dict:
     """A `text_completion` object: the whole response, or one stream chunk (without usage)."""
     body = {
         "id": request_id,
