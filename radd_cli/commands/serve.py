@@ -65,6 +65,7 @@ def serve(
         max_batch_size=max_batch_size,
         max_queue=max_queue,
         max_request_bytes=max_request_bytes,
+        shutdown_timeout=shutdown_timeout,
         api_key=api_key or None,
         defaults=config,
     )
@@ -75,7 +76,7 @@ def serve(
     out.print(f"radd serve: http://{host}:{address[1]}/v1 serving {settings.name!r}", markup=False, highlight=False)
     err.print(f"{loaded.device} ({loaded.precision}); Ctrl-C or SIGTERM stops, letting requests in flight finish")
     with stop_signals_quietly():
-        run(app, sock, shutdown_timeout=shutdown_timeout, log_level=str(log_level))
+        run(app, sock, log_level=str(log_level))
     err.print("radd serve: stopped")
 
 

@@ -45,6 +45,7 @@ class ServeSettings:
     max_batch_size: int = field(default=64, metadata=limits(low=1))  # sequences in flight, over all requests
     max_queue: int = field(default=256, metadata=limits(low=1))  # requests waiting to join the batch
     max_request_bytes: int = field(default=1 << 20, metadata=limits(low=1))
+    shutdown_timeout: float = field(default=30.0, metadata=limits(low=0))  # seconds requests get to finish
     api_key: str | None = field(default=None, repr=False)
     defaults: SamplingConfig = SamplingConfig()
 
@@ -102,6 +103,8 @@ def create_app(loaded: LoadedModel, settings: ServeSettings) -> FastAPI:
         check_model(parsed.model, settings.name)
         prepared = await asyncio.to_thread(plan, parsed, loaded, settings.defaults, settings.max_batch_size)
         ticket = Ticket(prepared.jobs, progress=parsed.stream or bool(parsed.stops))
+        if scheduler.stopping:
+            raise ApiError(503, "the server is shutting down; retry against another server")
         if not scheduler.submit(ticket):
             raise ApiError(
                 429,
@@ -220,7 +223,7 @@ class Reply:
             if not finished.done():
                 finished.cancel()
                 self.scheduler.cancel(self.ticket)
-        if finished.cancelled():
+        if not finished.done() or finished.cancelled():
             return None  # the client has gone
         finished.result()  # raises the scheduler's failure, if any
         choices = [wire.choice(c.index, c.sent, c.finish_reason, seed=c.seed, nfe=c.nfe) for c in self.plan.choices]
@@ -297,7 +300,19 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(app: FastAPI, sock: socket.socket, *, shutdown_timeout: float, log_level: str = "info") -> None:
-    """Serve until SIGINT or SIGTERM; in-flight requests get `shutdown_timeout` seconds to finish."""
-    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=shutdown_timeout, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+def run(app: FastAPI, sock: socket.socket, *, log_level: str = "info") -> None:
+    """Serve until SIGINT or SIGTERM, then stop taking connections and let the requests in flight finish:
+    those still running after the settings' `shutdown_timeout` get a 503."""
+    grace = app.state.settings.shutdown_timeout
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=grace + 10, lifespan="on")
+    Server(config, app.state.scheduler, grace).run(sockets=[sock])
+
+
+class Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, scheduler: Scheduler, grace: float):
+        super().__init__(config)
+        self.scheduler, self.grace = scheduler, grace
+
+    async def shutdown(self, sockets=None) -> None:
+        asyncio.get_running_loop().call_later(self.grace, self.scheduler.stop, False)
+        await super().shutdown(sockets)

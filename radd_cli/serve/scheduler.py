@@ -100,12 +100,13 @@ class Scheduler:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self, wait: bool = True) -> None:
         """Stop after the current call; requests still running or waiting get a 503."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        if wait and self._thread.is_alive():
+            self._thread.join()
 
     def submit(self, ticket: Ticket) -> bool:
         """Queue a request; False when the queue is full."""
@@ -127,6 +128,10 @@ class Scheduler:
             else:
                 self._cancels.append((ticket, choices))
             self._cond.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     @property
     def queue_depth(self) -> int:
