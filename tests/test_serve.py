@@ -178,6 +178,7 @@ BAD_REQUESTS = {
     "empty prompt without suffix": ({"prompt": ""}, 400, "prompt"),
     "n above the limit": ({"n": MAX_BATCH + 1}, 400, "n"),
     "unknown model": ({"model": "gpt-4"}, 404, "model"),
+    "token ids as the prompt": ({"prompt": [464, 3797]}, 400, "prompt"),
     "body too large": ({"prompt": "x" * 70_000}, 413, None),
 }
 
@@ -190,6 +191,24 @@ def test_bad_requests_get_their_status_and_an_openai_error_object(server, case):
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"] and error["param"] == param
+
+
+def test_bad_requests_do_not_disturb_the_requests_being_served(server, client, offline):
+    slow = {"cache": False, "steps": 64}  # a call per step: still running while the bad requests arrive
+
+    def good(seed: int) -> str:
+        request = dict(prompt="The cat", max_tokens=8, seed=seed, extra_body=slow)
+        if seed % 2:
+            return "".join(stream(client, **request)[0][0])
+        return client.completions.create(model="tiny", **request).choices[0].text
+
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with ThreadPoolExecutor(4) as pool:
+        answers = pool.map(good, range(20, 24))
+        for body, status, _ in BAD_REQUESTS.values():
+            content = body if isinstance(body, bytes) else json.dumps({"model": "tiny", "prompt": "The", **body})
+            assert httpx.post(server.api + "/completions", content=content, headers=headers).status_code == status
+        assert list(answers) == offline.infill("The cat", 8, list(range(20, 24)), **slow)
 
 
 def test_the_api_key_is_required_and_checked(server, client):

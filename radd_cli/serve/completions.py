@@ -113,7 +113,9 @@ def request_order(order):
     if isinstance(order, str) and order in OrderName.names():
         return order
     rows = order if isinstance(order, list) and order and isinstance(order[0], list) else [order]
-    if isinstance(order, list) and all(isinstance(row, list) and row and all(type(v) is int for v in row) for row in rows):
+    if isinstance(order, list) and all(
+        isinstance(row, list) and row and all(type(v) is int for v in row) for row in rows
+    ):
         return order
     raise ConfigError(
         f"order: {order!r} is not one of {', '.join(OrderName.names())}, nor positions as a list of whole "

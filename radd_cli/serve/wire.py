@@ -95,6 +95,9 @@ def parse_request(body: bytes) -> CompletionRequest:
         raise ApiError(400, f"the body is not valid JSON ({error}); send a JSON object") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"the body must be a JSON object, got a {type(data).__name__}")
+    prompt = data.get("prompt")
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (int, list)) for p in prompt):
+        raise ApiError(400, "prompt: token ids are not supported by radd serve; send text", param="prompt")
     try:
         request = CompletionRequest.model_validate(data)
     except ValidationError as error:
