@@ -101,17 +101,14 @@ def create_app(loaded: LoadedModel, settings: ServeSettings) -> FastAPI:
         check_key(request, settings.api_key)
         parsed = wire.parse_request(await read_body(request, settings.max_request_bytes))
         check_model(parsed.model, settings.name)
+        if scheduler.queue_depth >= settings.max_queue:  # refuse before any work; submit() checks again
+            raise queue_full(settings.max_queue)
         prepared = await asyncio.to_thread(plan, parsed, loaded, settings.defaults, settings.max_batch_size)
         ticket = Ticket(prepared.jobs, progress=parsed.stream or bool(parsed.stops))
         if scheduler.stopping:
             raise ApiError(503, "the server is shutting down; retry against another server")
         if not scheduler.submit(ticket):
-            raise ApiError(
-                429,
-                f"the queue is full ({settings.max_queue} requests waiting); retry in a moment",
-                code="queue_full",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            raise queue_full(settings.max_queue)
         reply = Reply(wire.new_id(), settings.name, prepared, ticket, scheduler)
         if parsed.stream:
             usage = parsed.stream_options is not None and parsed.stream_options.include_usage
@@ -142,6 +139,15 @@ async def http_error(request: Request, error: HTTPException) -> JSONResponse:
     """Starlette's own errors (no such route, wrong method) as OpenAI error objects."""
     message = f"{error.detail}: {request.method} {request.url.path}"
     return await api_error(request, ApiError(error.status_code, message, headers=error.headers))
+
+
+def queue_full(size: int) -> ApiError:
+    return ApiError(
+        429,
+        f"the queue is full ({size} requests waiting); retry in a moment",
+        code="queue_full",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def check_key(request: Request, key: str | None) -> None:
