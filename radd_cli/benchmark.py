@@ -24,7 +24,7 @@ from radd_cli.losses import LOSSES
 from radd_cli.model import RADD, ModelConfig
 from radd_cli.recipe import Recipe
 from radd_cli.runtime import Precision, Runtime, autocast
-from radd_cli.sampling import expected_nfe, nfe_standard_deviation, sample, sample_all_positions
+from radd_cli.sampling import SAMPLERS, expected_nfe, nfe_standard_deviation, sample, sample_all_positions
 from radd_cli.schedule import Schedule
 from radd_cli.scoring import unwrap
 from radd_cli.validation import choices_of
@@ -177,6 +177,74 @@ def _time_sampling(model, schedule, steps, mode, batch_size, length, device, pre
             )
     synchronize(device)
     return result.nfe, time.perf_counter() - started
+
+
+# Settings each sampler is timed with by `radd bench sample --methods` (steps come from --steps).
+METHOD_SETTINGS = {"threshold": {"threshold": 0.9}, "remdm": {"eta": 0.02}}
+
+
+@dataclass
+class MethodRow:
+    method: str
+    steps: int | None
+    calls: int  # network calls the batch took
+    seconds: float
+    ms_per_call: float
+    ratio_to_tweedie: float | None = None  # per-call time over cached tweedie's at the same steps and batch
+
+
+class _CountingCalls(torch.nn.Module):
+    """Counts the network calls a sampler makes (each may hold several rows)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.calls = module, 0  # `module`: scoring.unwrap sees through it, as through DDP
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.module(*args, **kwargs)
+
+
+def bench_methods(
+    model: RADD,
+    schedule: Schedule,
+    *,
+    methods: list[str],
+    steps_list: list[int],
+    batch_size: int,
+    length: int,
+    device: torch.device,
+    precision: str,
+    seed: int = 0,
+    repeats: int = 3,
+) -> list[MethodRow]:
+    """Time per network call of each sampler on one batch, repeats interleaved across methods (median kept)."""
+    counted = _CountingCalls(model)
+    rows = []
+    for steps in steps_list:
+        timings: dict[str, list[tuple[int, float]]] = {method: [] for method in methods}
+        for _ in range(repeats + 1):  # the first round warms up and is dropped
+            for method in methods:
+                settings = {**METHOD_SETTINGS.get(method, {})}
+                if "steps" in SAMPLERS[method].settings:
+                    settings["steps"] = steps
+                counted.calls = 0
+                synchronize(device)
+                started = time.perf_counter()
+                with autocast(device, precision):
+                    sample(counted, schedule, num_samples=batch_size, length=length, method=method,
+                           seeds=range(seed, seed + batch_size), device=device, **settings)
+                synchronize(device)
+                timings[method].append((counted.calls, time.perf_counter() - started))
+        for method in methods:
+            calls = timings[method][1][0]
+            seconds = statistics.median(t for _, t in timings[method][1:])
+            rows.append(MethodRow(method, steps if "steps" in SAMPLERS[method].settings else None, calls, seconds,
+                                  1e3 * seconds / max(1, calls)))
+        tweedie = next((r for r in rows[-len(methods):] if r.method == "tweedie"), None)
+        for row in rows[-len(methods):]:
+            row.ratio_to_tweedie = row.ms_per_call / tweedie.ms_per_call if tweedie else None
+    return rows
 
 
 def speedups(rows: list[SampleRow]) -> list[dict]:

@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - Typer on top of click
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 from radd_cli import __version__
-from radd_cli.commands import bench, convert, evaluate, infill, recipes, sample, serve, train
+from radd_cli.commands import bench, bench_quality, convert, evaluate, infill, recipes, sample, serve, train
 from radd_cli.console import err
 from radd_cli.errors import RaddError
 
@@ -102,10 +102,13 @@ app.command("recipes")(clean_errors(recipes.recipes))
 app.command("convert")(clean_errors(convert.convert))
 app.command("serve")(clean_errors(serve.serve))
 
-bench_app = typer.Typer(help="Measure sampling, training and evaluation speed.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Measure sampling, training and evaluation speed, and sample quality against cost.", no_args_is_help=True
+)
 bench_app.command("sample")(clean_errors(bench.bench_sample))
 bench_app.command("train")(clean_errors(bench.bench_train))
 bench_app.command("eval")(clean_errors(bench.bench_eval))
+bench_app.command("quality")(clean_errors(bench_quality.bench_quality))
 app.add_typer(bench_app, name="bench")
 
 

@@ -4,6 +4,7 @@ Sources:
 - a `datasets` name from DATASETS (openwebtext, wikitext103, wikitext2, ptb, lambada, lm1b), with the
   dataset's detokenizer applied to each document;
 - `builtin`: the Python documentation inside every CPython (`pydoc_data.topics`), no download needed;
+- `markov`: a synthetic language from a known sparse Markov chain (radd_cli/markov.py), generated here;
 - a local `.txt` file (one document per paragraph, i.e. per blank-line-separated block), `.jsonl`/`.json`
   file (one document per row, field `text`; or pre-tokenized rows with `input_ids`, used as they
   are), or a folder of such files.
@@ -27,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from radd_cli import markov
 from radd_cli.detokenize import get_detokenizer
 from radd_cli.errors import DataError
 from radd_cli.files import WriteError, cause, remove, write_atomically
@@ -77,6 +79,8 @@ def load_documents(source: str, split: str):
     """A `datasets.Dataset` with a `text` column (or `input_ids` for pre-tokenized local files)."""
     if source in DATASETS:
         return _hub_documents(source, split)
+    if source == markov.NAME:
+        return _markov_documents(split)
     if split not in LOCAL_SPLITS:
         raise DataError(f"{source} has no split {split!r}; local and built-in sources have {', '.join(LOCAL_SPLITS)}")
     dataset = _builtin_documents() if source == BUILTIN else _local_documents(Path(source).expanduser())
@@ -114,6 +118,14 @@ def _hub_documents(name: str, split: str):
     if spec.column != "text":
         dataset = dataset.rename_column(spec.column, "text")
     return dataset.select_columns(["text"])
+
+
+def _markov_documents(split: str):
+    import datasets
+
+    if split not in markov.SPLITS:
+        raise DataError(f"{markov.NAME} has no split {split!r}; it has {', '.join(markov.SPLITS)}")
+    return datasets.Dataset.from_dict({"text": markov.documents(split)})
 
 
 def _builtin_documents():
@@ -271,6 +283,8 @@ def _source_identity(source: str):
         return source
     if source == BUILTIN:
         return [BUILTIN, sys.version]
+    if source == markov.NAME:
+        return [markov.NAME, markov.SEED, markov.DOCUMENT]
     files = _local_files(Path(source).expanduser())
     return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 

@@ -64,8 +64,8 @@ class Infill:
         return int(self.free.sum())
 
     def render(self, tokens: torch.Tensor | Sequence[int], tokenizer: Tokenizer) -> list[tuple[str, bool]]:
-        """A finished sequence (L,) drawn from this template, as (text, generated?) pieces."""
-        return render_spans(tokens, self.free, tokenizer)
+        """A finished sequence drawn from this template (possibly cut short), as (text, generated?) pieces."""
+        return render_spans(tokens, self.free[: len(tokens)], tokenizer)
 
 
 def check_text(text: str | None, option: str) -> None:
@@ -180,15 +180,6 @@ def prefix_suffix_template(prefix: str | None, suffix: str | None, length: int, 
     segments.append(Segment(None, length - fixed))
     segments += [Segment(suffix)] if tail else []
     return build_template(segments, tokenizer)
-
-
-def check_fits(infill: Infill, model_length: int) -> None:
-    """Refuse a template longer than the model's context; a shorter one is sampled at its own length."""
-    if infill.length > model_length:
-        raise ConfigError(
-            f"the template is {infill.length} tokens long but the model's length is {model_length}; "
-            f"shorten the text or the [MASK:n] spans (or --length) to at most {model_length} tokens"
-        )
 
 
 def render_spans(

@@ -54,8 +54,14 @@ class Tokenizer:
 
 
 def load_tokenizer(name_or_path: str) -> Tokenizer:
-    """An HF tokenizer by Hub name (e.g. gpt2) or from a local folder."""
+    """An HF tokenizer by Hub name (e.g. gpt2) or from a local folder; `markov` is the built-in synthetic
+    language's word-level tokenizer (radd_cli/markov.py)."""
     from transformers import AutoTokenizer
+
+    from radd_cli import markov
+
+    if str(name_or_path) == markov.NAME:
+        return markov.tokenizer()
 
     try:
         hf = AutoTokenizer.from_pretrained(str(name_or_path), use_fast=True)

@@ -66,6 +66,8 @@ def cases(root: Path) -> list[tuple[list[str], str]]:
                 "--top-p": PROBABILITIES,
                 "--temperature": POSITIVE_FLOATS,
                 "--output": bad_paths["--output"],
+                "--block-length": COUNTS + ["5"],  # 5 divides no length of the model (16)
+                "--guidance": ["-1", "nan", "inf", "x"],
             },
         )
         found += option_cases([verb, "--prefix", "x"] if verb == "infill" else [verb], {"--model": bad_paths["--model"]})
@@ -90,6 +92,8 @@ def cases(root: Path) -> list[tuple[list[str], str]]:
         },
     )
     found += option_cases(["serve", "--port", "0"], {"--model": bad_paths["--model"]})
+    found += option_cases(["sample", *model, "--method", "threshold"], {"--threshold": PROBABILITIES})
+    found += option_cases(["sample", *model, "--method", "remdm"], {"--eta": ["-1", "nan", "inf", "x"]})
     found += option_cases(
         ["infill", *model],
         {"--template": ["[MASK:0]", "[MASK:10000000000]", "no spans here", "[MASK:x]", "bad \udcff [MASK:2]"], "--prefix": ["\udcff"]},

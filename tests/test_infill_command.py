@@ -89,9 +89,17 @@ def test_multi_span_template_keeps_every_fixed_token(tmp_path, tiny_checkpoint):
         (["--template", "no free position here"], "no free position"),
         (["--template", "The [MASK] sat"], "[MASK:n]"),
         (["--template", "a [MASK:2]", "--prefix", "b"], "not both"),
-        (["--template", "a [MASK:40]"], "the model's length is 16"),
+        (["--template", "a [MASK:2000000]"], "longer than any model"),
         (["--length", 8], "--prefix"),
     ],
 )
 def test_bad_templates_are_one_line_errors(tiny_checkpoint, args, message):
     assert_clean_error(run("--model", tiny_checkpoint, *args), message)
+
+
+def test_a_template_longer_than_the_model_is_filled_window_by_window(tmp_path, tiny_checkpoint):
+    result = run("--model", tiny_checkpoint, "--template", "The [MASK:30] sat. [MASK:4] end", "-n", 2, "--output", tmp_path / "w.jsonl")
+    assert result.exit_code == 0, result.output
+    for row in (json.loads(line) for line in (tmp_path / "w.jsonl").read_text().splitlines()):
+        fixed = [span["text"] for span in row["spans"] if not span["generated"]]
+        assert fixed[0] == "The " and fixed[-1] == " end" and len(row["token_ids"]) > 16

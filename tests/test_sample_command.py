@@ -74,10 +74,10 @@ def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
         ["--method", "ordered", "--order", "backward"],
         ["--method", "ordered", "--order", "random"],
         ["--method", "ordered", "--order", tmp_path / "order.txt"],
-        ["--method", "euler", "--top-k", 5],
-        ["--top-p", 0.9, "--temperature", 0.7],
+        ["--method", "euler", "--top-k", 5, "--steps", 8],
+        ["--top-p", 0.9, "--temperature", 0.7, "--steps", 8],
     ):
-        result = run("--model", tiny_checkpoint, "-n", 2, "--steps", 8, *extra, "--output", tmp_path / "o.jsonl")
+        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl")
         assert result.exit_code == 0, (extra, result.output)
         if "ordered" in extra:
             assert all(row["nfe"] == 16 for row in read_jsonl(tmp_path / "o.jsonl"))
@@ -96,10 +96,19 @@ def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
         (["--strategy", "top_p"], "strategy top_p needs a top_p value"),
         (["--strategy", "greedy"], "'greedy' is not one of 'direct', 'top_p', 'top_k'"),
         (["--method", "ancestral"], "'ancestral' is not one of 'tweedie', 'euler', 'ordered'"),
-        (["--order", "backward"], "--order applies to samplers that take an order"),
+        (["--order", "backward"], "--order applies to ordered, not to tweedie"),
         (["--precision", "fp8"], "'fp8' is not one of"),
-        (["--length", 64], "longer than the model's training length 16"),
         (["--method", "ordered", "--order", "sideways"], "is not forward, backward, random"),
+        (["--method", "ordered", "--steps", 8], "--steps applies to"),
+        (["--method", "threshold"], "--method threshold needs --threshold"),
+        (["--method", "threshold", "--threshold", 0], "threshold: must be greater than 0"),
+        (["--method", "threshold", "--threshold", 1.5], "threshold: must be at most 1"),
+        (["--method", "remdm", "--eta", -1], "eta: must be at least 0"),
+        (["--block-length", 5], "--block-length 5 must divide the sequence length 16"),
+        (["--guidance", 1], "--guidance needs given tokens"),
+        (["--confidence", "vibes"], "'vibes' is not one of 'probability', 'margin', 'entropy'"),
+        (["--method", "remdm", "--remasking", "always"], "'always' is not one of 'cap', 'rescale', 'conf', 'loop'"),
+        (["--greedy"], "--greedy applies to confidence, threshold, not to tweedie"),
         (["--output", "samples.csv"], "use a .txt or .jsonl file"),
         (["--device", "cuda:0"], "asked for a GPU"),
         (["--dtype", "bf16"], "needs a GPU"),
@@ -158,3 +167,22 @@ def test_a_vanishing_temperature_is_the_most_likely_token(tmp_path, tiny_checkpo
         assert result.exit_code == 0, result.output
     cold, greedy = read_jsonl(tmp_path / "cold.jsonl"), read_jsonl(tmp_path / "greedy.jsonl")
     assert [r["token_ids"] for r in cold] == [r["token_ids"] for r in greedy]
+
+
+def test_the_sampler_suite_from_the_command_line(tmp_path, tiny_checkpoint):
+    for extra in (
+        ["--method", "confidence", "--steps", 4, "--confidence", "margin", "--block-length", 8],
+        ["--method", "threshold", "--threshold", 0.3, "--greedy"],
+        ["--method", "remdm", "--steps", 6, "--remasking", "loop", "--eta", 0.1],
+        ["--method", "first_hitting"],
+        ["--length", 40, "--steps", 4],  # past the model's length (16): window by window
+        ["--stop-at-eos", "--steps", 4],
+    ):
+        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl")
+        assert result.exit_code == 0, (extra, result.output)
+        rows = read_jsonl(tmp_path / "o.jsonl")
+        assert len(rows) == 2 and all(row["nfe"] >= 1 for row in rows)
+        if "--length" in extra:
+            assert all(len(row["token_ids"]) == 40 for row in rows)
+        if "--stop-at-eos" in extra:
+            assert all(len(row["token_ids"]) <= 16 and row["settings"]["stop_at_eos"] for row in rows)

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from radd_cli.cli import app
+from radd_cli.sampling import SAMPLERS
 from tests.cli_helpers import assert_clean_error
 from tests.serve_helpers import Offline, running_server
 
@@ -121,6 +122,37 @@ def test_a_template_of_one_span_is_radd_sample(client, tiny_checkpoint, tmp_path
     assert texts(response) == [json.loads(line)["text"] for line in output.read_text().splitlines()]
 
 
+SAMPLER_REQUESTS = {  # every registered sampler, with settings of its own
+    "tweedie": {"block_length": 4},
+    "euler": {"cache": False},
+    "ordered": {"order": "random"},
+    "first_hitting": {},
+    "confidence": {"confidence": "margin", "greedy": True},
+    "threshold": {"threshold": 0.5},
+    "remdm": {"eta": 0.1, "remasking": "rescale"},
+}
+
+
+def test_every_sampler_is_served_as_offline_and_guidance_and_stop_at_eos_too(client, offline):
+    assert set(SAMPLER_REQUESTS) == set(SAMPLERS)
+    for method, settings in [*SAMPLER_REQUESTS.items(), ("tweedie", {"guidance": 1.5})]:
+        body = {"method": method, **settings}
+        response = client.completions.create(
+            model="tiny", prompt="The cat", max_tokens=9, n=2, seed=31, extra_body=body
+        )
+        steps = STEPS if "steps" in SAMPLERS[method].settings else None  # the server's --steps, where it applies
+        assert texts(response) == offline.infill("The cat", 9, [31, 32], steps=steps, **body), method
+    eos = offline.tokenizer.decode([offline.tokenizer.eos_id])
+    unconditional = dict(model="tiny", prompt="", n=16, seed=3)
+    plain = client.completions.create(**unconditional, extra_body={"template": "[MASK:16]"})
+    cut = client.completions.create(**unconditional, extra_body={"template": "[MASK:16]", "stop_at_eos": True})
+    assert texts(cut) == [text.split(eos)[0] for text in texts(plain)]
+    with pytest.raises(openai.BadRequestError, match="guidance"):
+        client.completions.create(model="tiny", prompt="", extra_body={"template": "[MASK:4]", "guidance": 1.0})
+    with pytest.raises(openai.BadRequestError, match="threshold"):
+        client.completions.create(model="tiny", prompt="The", extra_body={"method": "threshold"})
+
+
 def stream(client, **request) -> tuple[dict[int, list[str]], list]:
     """The text pieces of each choice, and every chunk."""
     pieces, chunks = {}, []
@@ -179,6 +211,8 @@ BAD_REQUESTS = {
     "n above the limit": ({"n": MAX_BATCH + 1}, 400, "n"),
     "unknown model": ({"model": "gpt-4"}, 404, "model"),
     "token ids as the prompt": ({"prompt": [464, 3797]}, 400, "prompt"),
+    "blocks that do not divide the length": ({"block_length": 5}, 400, "block_length"),
+    "a template longer than the model": ({"prompt": "", "template": "[MASK:40]"}, 400, "template"),
     "body too large": ({"prompt": "x" * 70_000}, 413, None),
 }
 
@@ -263,7 +297,7 @@ def test_health_answers_during_generation_and_a_client_that_leaves_has_its_rows_
     server.wait_for(lambda m: m["radd_rows_in_flight"] == 0 and m["radd_cancelled_rows_total"] == before + 1, "removal")
     headers = {"Authorization": f"Bearer {KEY}"}
     with httpx.stream(
-        "POST", server.api + "/completions", json={**body, "stream": True, "method": "ordered"}, headers=headers
+        "POST", server.api + "/completions", json={**body, "stream": True, "stream_mode": "denoising"}, headers=headers
     ) as events:
         assert next(events.iter_lines()).startswith("data: ")
     server.wait_for(lambda m: m["radd_rows_in_flight"] == 0 and m["radd_cancelled_rows_total"] == before + 2, "removal")

@@ -18,7 +18,7 @@ SCHEDULE = get_schedule("loglinear")
 def job(model, config: SamplingConfig, template: torch.Tensor, seeds: list[int]) -> Job:
     sampler = make_sampler(model, SCHEDULE, config, template.shape[0])
     with torch.inference_mode():
-        rows = new_rows(template, seeds, list(range(len(seeds))), sampler.mask_id, "cpu")
+        rows = new_rows(template.expand(len(seeds), -1), seeds, list(range(len(seeds))), sampler.mask_id, "cpu")
         sampler.start(rows)
     return Job(sampler, rows, (template.shape[0], config, str(config.order)))
 

@@ -10,7 +10,6 @@ from radd_cli.templates import (
     Infill,
     Segment,
     build_template,
-    check_fits,
     parse_template,
     prefix_suffix_template,
     render_spans,
@@ -175,17 +174,6 @@ def test_prefix_suffix_errors(tokenizer):
     for prefix, suffix in [(None, None), ("", "")]:
         with pytest.raises(ConfigError, match=r"give --prefix and/or --suffix .* or --template"):
             prefix_suffix_template(prefix, suffix, 10, tokenizer)
-
-
-def test_check_fits(tokenizer):
-    infill = prefix_suffix_template("The cat", None, 12, tokenizer)
-    check_fits(infill, 12)
-    check_fits(infill, 1024)
-    with pytest.raises(ConfigError, match=r"the template is 12 tokens long but the model's length is 8"):
-        check_fits(infill, 8)
-
-
-# rendering
 
 
 def test_render_spans_round_trips_fixed_text(tokenizer):

@@ -21,6 +21,7 @@ from radd_cli.model import RADD, Attention, ModelShape, shape_values
 from radd_cli.pretrained import load
 from radd_cli.recipe import Recipe, TrainingSection
 from radd_cli.runtime import Precision, build_runtime, pick_device, resolve_precision
+from radd_cli.sampling import SAMPLERS
 from radd_cli.schedule import get_schedule
 
 ModelChoice = Annotated[Optional[str], typer.Option("--model", "-m", help="A model folder or Hub id (else --size).")]
@@ -73,6 +74,31 @@ def _pyplot():
     return plt
 
 
+def _methods_list(text: str) -> list[str]:
+    wanted = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in SAMPLERS]
+    if not wanted or unknown:
+        raise ConfigError(f"--methods {text!r}: give samplers among {', '.join(SAMPLERS)}, comma-separated")
+    return ["tweedie", *[name for name in wanted if name != "tweedie"]]
+
+
+def _bench_methods(network, schedule, methods, steps, batch_size, length, target, precision, label, seed, repeats, json_path):
+    rows = benchmark.bench_methods(
+        network, schedule, methods=methods, steps_list=steps, batch_size=batch_size, length=length,
+        device=target, precision=precision, seed=seed, repeats=repeats,
+    )
+    table = Table(title=f"radd bench sample --methods: {label}, batch {batch_size} × {length} on {target}")
+    for column in ("sampler", "steps", "calls", "seconds", "ms/call", "× tweedie"):
+        table.add_column(column, justify="left" if column == "sampler" else "right")
+    for row in rows:
+        table.add_row(row.method, str(row.steps or "-"), str(row.calls), f"{row.seconds:.3f}", f"{row.ms_per_call:.2f}",
+                      f"{row.ratio_to_tweedie:.2f}")
+    out.print(table)
+    payload = {"benchmark": "sample-methods", "model": label, "batch_size": batch_size, "length": length,
+               "repeats": repeats, **benchmark.environment(target, precision, network), "rows": [vars(r) for r in rows]}
+    _write_json(json_path, payload)
+
+
 def _write_json(path: Path | None, payload: dict) -> None:
     if path is not None:
         write_text(path, json.dumps(payload, indent=2) + "\n")
@@ -99,11 +125,19 @@ def bench_sample(
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Write NFE and time against steps to this PNG.")
     ] = None,
+    methods: Annotated[
+        Optional[str],
+        typer.Option("--methods", help="Instead: time per network call of these samplers (comma-separated) against tweedie's."),
+    ] = None,
 ) -> None:
-    """Sampling with the cache on and off: NFE measured vs E-NFE, time, tokens/s, speedups."""
+    """Sampling with the cache on and off: NFE measured vs E-NFE, time, tokens/s, speedups; or, with
+    --methods, each sampler's time per network call against cached tweedie's at the same batch."""
     step_counts = _steps_list(steps)
+    chosen = _methods_list(methods) if methods is not None else None
     _check_outputs(json_path, plot)
     network, schedule, target, precision, label, length = _model(model, size, length, device, precision)
+    if chosen is not None:
+        return _bench_methods(network, schedule, chosen, step_counts, batch_size, length, target, precision, label, seed, repeats, json_path)
     rows = benchmark.bench_sample(
         network,
         schedule,

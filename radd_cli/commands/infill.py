@@ -42,12 +42,10 @@ def infill(
         filled = templates.build_template(segments, loaded.tokenizer)
     else:
         length = length if length is not None else loaded.model.config.length
-        sampling_io.check_length(loaded, length)
         filled = templates.prefix_suffix_template(prefix, suffix, length, loaded.tokenizer)
-    templates.check_fits(filled, loaded.model.config.length)
     request = draw.request(filled.length)
     result, seconds = sampling_io.draw(loaded, config, request, template=filled.tokens)
-    spans = [filled.render(tokens, loaded.tokenizer) for tokens in result.tokens]
+    spans = [filled.render(tokens, loaded.tokenizer) for tokens in result.sequences()]
     extra = [
         {
             "template": template,

@@ -13,7 +13,7 @@ import typer
 
 from radd_cli.errors import ConfigError
 from radd_cli.runtime import Precision
-from radd_cli.sampling import MAX_STEPS, Method, StrategyName
+from radd_cli.sampling import MAX_STEPS, Confidence, Method, Remasking, StrategyName
 
 SEED_HELP = "Random seed; sample i uses seed + i, whatever the batch."
 MAX_SEED = 2**63 - 1
@@ -54,6 +54,25 @@ TemperatureOption = Annotated[float, typer.Option("--temperature", help="Divide 
 NoCacheOption = Annotated[
     bool, typer.Option("--no-cache", help="Call the network on every row at every step (the uncached baseline).")
 ]
+BlockLengthOption = Annotated[
+    Optional[int],
+    typer.Option("--block-length", min=1, help="Fill blocks of this many positions left to right (semi-autoregressive)."),
+]
+ConfidenceOption = Annotated[
+    Confidence, typer.Option("--confidence", help="confidence, threshold: how sure the network is of a proposal.")
+]
+GreedyOption = Annotated[
+    bool, typer.Option("--greedy", help="confidence, threshold: propose the most likely token instead of a draw.")
+]
+ThresholdOption = Annotated[
+    Optional[float], typer.Option("--threshold", help="threshold: unmask every position at least this confident.")
+]
+RemaskingOption = Annotated[Remasking, typer.Option("--remasking", help="remdm: the remasking schedule.")]
+EtaOption = Annotated[float, typer.Option("--eta", help="remdm: the remasking strength η.")]
+GuidanceOption = Annotated[
+    float, typer.Option("--guidance", help="Classifier-free guidance weight w for conditional generation (0: none).")
+]
+StopAtEosOption = Annotated[bool, typer.Option("--stop-at-eos", help="Trim each sample at its first end-of-text token.")]
 OutputOption = Annotated[
     Optional[Path],
     typer.Option("--output", "-o", help="Write the samples to a .txt or .jsonl (text, ids, seed, NFE, settings)."),

@@ -15,13 +15,13 @@ def sample(
     config: SamplingConfig,
     draw: sampling_io.DrawOptions,
     length: Annotated[
-        Optional[int], typer.Option("--length", min=1, help="Tokens per sample (default: the model's).")
+        Optional[int],
+        typer.Option("--length", min=1, help="Tokens per sample (default: the model's; longer ones go window by window)."),
     ] = None,
 ) -> None:
     """Sample text. The same seed gives the same samples whatever --batch-size."""
     loaded = draw.load()
     length = length if length is not None else loaded.model.config.length
-    sampling_io.check_length(loaded, length)
     request = draw.request(length)
     result, seconds = sampling_io.draw(loaded, config, request)
     sampling_io.report(loaded, config, request, result, seconds, draw.model, draw.output, free_positions=length)

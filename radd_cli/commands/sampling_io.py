@@ -18,6 +18,14 @@ from rich.table import Table
 
 from radd_cli.commands.options import (
     BatchSizeOption,
+    BlockLengthOption,
+    ConfidenceOption,
+    EtaOption,
+    GreedyOption,
+    GuidanceOption,
+    RemaskingOption,
+    StopAtEosOption,
+    ThresholdOption,
     DeviceOption,
     MethodOption,
     ModelOption,
@@ -39,7 +47,7 @@ from radd_cli.errors import ConfigError
 from radd_cli.files import write_text
 from radd_cli.inference import LoadedModel, load_for_inference
 from radd_cli.runtime import Precision
-from radd_cli.sampling import Method, SampleResult, SamplingConfig, Strategy, check_results_fit, generate, make_sampler
+from radd_cli.sampling import Confidence, Method, Remasking, SampleResult, SamplingConfig, Strategy, check_results_fit, generate, make_sampler
 
 BYTES_PER_PRINTED_TOKEN = 64  # the token tensor, the token ids and text of each record, and the output file
 
@@ -54,6 +62,14 @@ SAMPLING_OPTIONS = {
     "top_k": (TopKOption, None),
     "temperature": (TemperatureOption, 1.0),
     "no_cache": (NoCacheOption, False),
+    "block_length": (BlockLengthOption, None),
+    "confidence": (ConfidenceOption, Confidence.probability),
+    "greedy": (GreedyOption, False),
+    "threshold": (ThresholdOption, None),
+    "remasking": (RemaskingOption, Remasking.cap),
+    "eta": (EtaOption, 0.02),
+    "guidance": (GuidanceOption, 0.0),
+    "stop_at_eos": (StopAtEosOption, False),
 }
 DRAW_OPTIONS = {
     "model": (ModelOption, ...),
@@ -139,20 +155,11 @@ class Request:
         return range(self.seed, self.seed + self.num_samples)
 
 
-def sampling_config(*, method, steps, order, strategy, top_p, top_k, temperature, no_cache) -> SamplingConfig:
+def sampling_config(*, strategy, top_p, top_k, temperature, no_cache, **settings) -> SamplingConfig:
     """The one SamplingConfig the sampling options describe; every problem is found before any loading."""
     return SamplingConfig(
-        method=method,
-        steps=steps,
-        strategy=Strategy.from_options(strategy, top_p, top_k, temperature),
-        order=order,
-        cache=not no_cache,
+        strategy=Strategy.from_options(strategy, top_p, top_k, temperature), cache=not no_cache, **settings
     )
-
-
-def check_length(loaded: LoadedModel, length: int) -> None:
-    if length > loaded.model.config.length:
-        raise ConfigError(f"--length {length} is longer than the model's training length {loaded.model.config.length}")
 
 
 def draw(
@@ -174,6 +181,7 @@ def draw(
                 seeds=request.seeds,
                 batch_size=request.batch_size,
                 device=loaded.device,
+                eos_id=loaded.tokenizer.eos_id,
                 progress=lambda done, total: bar.update(task, completed=done),
             )
         if loaded.device.type == "cuda":
@@ -185,8 +193,9 @@ def print_summary(
     loaded: LoadedModel, config: SamplingConfig, request: Request, result: SampleResult, seconds: float, free: int
 ) -> None:
     """NFE per sequence measured vs expected, time and tokens/s, on stderr."""
-    sampler = make_sampler(loaded.model, loaded.schedule, config, request.length)
-    expected = sampler.expected_nfe(free)
+    window = loaded.model.config.length
+    sampler = make_sampler(loaded.model, loaded.schedule, config, min(request.length, window))
+    expected = sampler.expected_nfe(free) if request.length <= window else None  # windows: not known in advance
     table = Table(show_header=False, box=None)
     table.add_row(
         "samples", f"{request.num_samples} × {request.length} tokens ({config.method}, {sampler.steps} steps)"
@@ -221,8 +230,7 @@ def records(
         "precision": str(loaded.precision),
     }
     rows = []
-    for i, tokens in enumerate(result.tokens):
-        ids = tokens.tolist()
+    for i, ids in enumerate(result.sequences()):
         row = {
             "index": i,
             "text": loaded.tokenizer.decode(ids),

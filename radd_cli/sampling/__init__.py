@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from radd_cli.errors import ConfigError
-from radd_cli.sampling import planned  # noqa: F401  (registers tweedie, euler, ordered)
-from radd_cli.sampling.config import MAX_STEPS, OrderName, SamplingConfig
+from radd_cli.sampling import planned  # noqa: F401, I001  (each module registers its samplers: tweedie first)
+from radd_cli.sampling import confidence, remasking  # noqa: F401
+from radd_cli.sampling.config import MAX_STEPS, Confidence, OrderName, Remasking, SamplingConfig
 from radd_cli.sampling.engine import (
     SAMPLERS,
     Rows,
@@ -33,15 +34,18 @@ from radd_cli.sampling.engine import (
 from radd_cli.sampling.nfe import expected_nfe, nfe_standard_deviation, unmask_step_distribution
 from radd_cli.sampling.reference import sample_all_positions
 from radd_cli.sampling.strategy import Strategy, StrategyName, draw_categorical
+from radd_cli.sampling.windows import run_windows, trim_at_eos
 from radd_cli.schedule import Schedule
-from radd_cli.scoring import vocabulary
+from radd_cli.scoring import unwrap, vocabulary
 from radd_cli.validation import choices_of
 
 Method = choices_of("Method", SAMPLERS, __name__)
 
 __all__ = [
     "MAX_STEPS",
+    "Confidence",
     "Method",
+    "Remasking",
     "OrderName",
     "Rows",
     "SAMPLERS",
@@ -79,6 +83,7 @@ def generate(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
     device: torch.device | str | None = None,
+    eos_id: int | None = None,
     progress: Callable[[float, int], None] | None = None,
 ) -> SampleResult:
     """Draw `num_samples` sequences of `length` tokens as `config` says.
@@ -86,20 +91,40 @@ def generate(
     `template` (L,) holds token ids at fixed positions and mask_id at free ones; only free positions
     are sampled. `seeds` gives each sample its own seed (reproducible alone, whatever the batch);
     otherwise the seeds are drawn from `generator` (or torch's global one). At most `batch_size` rows
-    share a network call. `progress(done, total)` is called after each call, in samples.
+    share a network call. A `length` beyond the model's is generated window by window (windows.py).
+    `eos_id` is the end-of-text token that `config.stop_at_eos` trims at. `progress(done, total)` is
+    called after each call, in samples.
     """
     problems = [f"{name} must be at least 1, got {value}" for name, value in (("num_samples", num_samples), ("length", length)) if value < 1]
     if batch_size is not None and batch_size < 1:
         problems.append(f"batch_size must be at least 1, got {batch_size}")
     if problems:
         raise ConfigError(problems)
+    if config.stop_at_eos and eos_id is None:
+        raise ConfigError("stop_at_eos needs the end-of-text token id (eos_id)")
     check_results_fit(num_samples, length)
     vocab_size, mask_id = vocabulary(model)
     start = template_tokens(template, length, mask_id, vocab_size)
+    if config.guidance and bool((start == mask_id).all()):
+        raise ConfigError("--guidance needs given tokens to guide by: a template, --prefix/--suffix or a prompt")
     seeds = resolve_seeds(seeds, num_samples, generator)
-    sampler = make_sampler(model, schedule, config, length)
+    window = model_length(model)
+    sampler = make_sampler(model, schedule, config, min(length, window or length))
     device = torch.device(device) if device is not None else model_device(model)
-    return run(model, sampler, start, seeds, batch_size=batch_size or num_samples, device=device, progress=progress)
+    options = dict(batch_size=batch_size or num_samples, device=device, progress=progress)
+    if window is not None and length > window:
+        stop = eos_id if config.stop_at_eos else None
+        result = run_windows(model, sampler, start, seeds, eos_id=stop, **options)
+    else:
+        result = run(model, sampler, start, seeds, **options)
+    return trim_at_eos(result, start == mask_id, eos_id) if config.stop_at_eos else result
+
+
+def model_length(model: nn.Module) -> int | None:
+    """The sequence length the network was trained at (RADD's config.length, or a `length` attribute)."""
+    inner = unwrap(model)
+    config = getattr(inner, "config", None)
+    return getattr(config, "length", None) or getattr(inner, "length", None)
 
 
 def sample(
@@ -121,16 +146,20 @@ def sample(
     seeds=None,
     batch_size: int | None = None,
     device: torch.device | str | None = None,
+    eos_id: int | None = None,
     progress: Callable[[float, int], None] | None = None,
+    **settings,
 ) -> SampleResult:
     """`generate` with the settings as keywords: method, steps, strategy/top_p/top_k/temperature, cache,
-    and `order` (for `ordered`: forward, backward, random, or the positions (L,) or (N, L))."""
+    `order` (for `ordered`: forward, backward, random, or the positions (L,) or (N, L)), and any other
+    SamplingConfig field (block_length, confidence, greedy, threshold, remasking, eta, guidance, stop_at_eos)."""
     config = SamplingConfig(
         method=method,
         steps=steps,
         strategy=Strategy(strategy, top_p, top_k, temperature),
         order="forward" if order is None else order,
         cache=cache,
+        **settings,
     )
     return generate(
         model,
@@ -143,5 +172,6 @@ def sample(
         generator=generator,
         batch_size=batch_size,
         device=device,
+        eos_id=eos_id,
         progress=progress,
     )

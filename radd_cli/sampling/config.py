@@ -24,16 +24,55 @@ class OrderName(Choice):
     random = "random"  # drawn for each sample from its own seed
 
 
+class Confidence(Choice):
+    """How sure the network is of the token it proposes at a position (confidence-ordered samplers)."""
+
+    probability = "probability"  # the proposed token's probability
+    margin = "margin"  # top-1 minus top-2 probability
+    entropy = "entropy"  # minus the entropy of the distribution
+
+
+class Remasking(Choice):
+    """ReMDM's schedules for returning decoded tokens to the mask (docs/sampling-suite.md)."""
+
+    cap = "cap"  # σ_t = min(η, σ_max)
+    rescale = "rescale"  # σ_t = η·σ_max
+    conf = "conf"  # σ_max shared out by low confidence of the decoded tokens
+    loop = "loop"  # ordinary steps, then a phase at fixed α that remasks with σ = η, then ordinary again
+
+
+# Sampler-specific settings: their defaults, and the option that sets each on the command line.
+SAMPLER_SETTINGS = {
+    "steps": (None, "--steps"),
+    "order": (OrderName.forward, "--order"),
+    "cache": (True, "--no-cache"),
+    "block_length": (None, "--block-length"),
+    "confidence": (Confidence.probability, "--confidence"),
+    "greedy": (False, "--greedy"),
+    "threshold": (None, "--threshold"),
+    "remasking": (Remasking.cap, "--remasking"),
+    "eta": (0.02, "--eta"),
+}
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How to sample (docs/sampling.md).
+    """How to sample (docs/sampling.md, docs/sampling-suite.md).
 
-    - `method`: a registered sampler (`radd_cli.sampling.SAMPLERS`: tweedie, euler, ordered, ...);
+    - `method`: a registered sampler (`radd_cli.sampling.SAMPLERS`: tweedie, euler, ordered, confidence, ...);
     - `steps`: diffusion steps (default: one per position of the sequence);
     - `strategy`: temperature and top-p / top-k;
     - `order`: for samplers that take one: forward, backward, random, a file of positions
       (whitespace-separated, or a JSON list), or the positions as a sequence or tensor ((L,) or (N, L));
-    - `cache`: call the network only on rows whose tokens changed (exact); False is the uncached baseline.
+    - `cache`: call the network only on rows whose tokens changed (exact); False is the uncached baseline;
+    - `block_length`: fill blocks of this many positions left to right, each with its share of the steps;
+    - `confidence`, `greedy`: what ranks positions in the confidence-ordered samplers, and whether they
+      propose the most likely token (greedy) or a draw;
+    - `threshold`: unmask every position at least this confident (threshold decoding);
+    - `remasking`, `eta`: ReMDM's remasking schedule and strength;
+    - `guidance`: classifier-free guidance weight w (0: none) for conditional generation;
+    - `stop_at_eos`: trim each sample at its first end-of-text token.
+    Settings that a method does not use are refused when they differ from their defaults.
     """
 
     method: str = "tweedie"
@@ -41,22 +80,43 @@ class SamplingConfig:
     strategy: Strategy = Strategy()
     order: str | torch.Tensor = field(default="forward", compare=False)
     cache: bool = True
+    block_length: int | None = field(default=None, metadata=limits(low=1))
+    confidence: Confidence = Confidence.probability
+    greedy: bool = False
+    threshold: float | None = field(default=None, metadata=limits(above=0.0, high=1.0))
+    remasking: Remasking = Remasking.cap
+    eta: float = field(default=0.02, metadata=limits(low=0.0))
+    guidance: float = field(default=0.0, metadata=limits(low=0.0))
+    stop_at_eos: bool = False
 
     def __post_init__(self) -> None:
         validate(self)
         if self.method not in SAMPLERS:
             raise ConfigError(f"method: unknown sampler {self.method!r}; choose one of {', '.join(SAMPLERS)}")
         object.__setattr__(self, "order", _order_spec(self.order))
-        if not (isinstance(self.order, str) and self.order == OrderName.forward) and not SAMPLERS[self.method].takes_order:
-            raise ConfigError(
-                f"--order applies to samplers that take an order ({', '.join(n for n, s in SAMPLERS.items() if s.takes_order)}), "
-                f"not to {self.method}"
-            )
+        sampler = SAMPLERS[self.method]
+        for name, (default, option) in SAMPLER_SETTINGS.items():
+            value = getattr(self, name)
+            changed = not (isinstance(value, str) and value == default) if name == "order" else value != default
+            if changed and name not in sampler.settings:
+                takers = [n for n, s in SAMPLERS.items() if name in s.settings]
+                raise ConfigError(f"{option} applies to {', '.join(takers)}, not to {self.method}")
+        for name in sampler.required:
+            if getattr(self, name) is None:
+                raise ConfigError(f"--method {self.method} needs {SAMPLER_SETTINGS[name][1]}")
 
     def to_dict(self) -> dict:
         """The settings as JSON-ready values, for output files."""
         order = self.order if isinstance(self.order, str) else "custom"
-        return {"method": self.method, "steps": self.steps, **self.strategy.to_dict(), "order": order, "cache": self.cache}
+        values = {name: getattr(self, name) for name in SAMPLER_SETTINGS if name != "order"}
+        return {
+            "method": self.method,
+            **values,
+            **self.strategy.to_dict(),
+            "order": order,
+            "guidance": self.guidance,
+            "stop_at_eos": self.stop_at_eos,
+        }
 
 
 def _order_spec(order) -> OrderName | torch.Tensor:

@@ -29,7 +29,8 @@ class Rows:
 
     tokens: torch.Tensor  # (B, L) long: current tokens, mask_id where still masked
     free: torch.Tensor  # (B, L) bool: the positions the sampler fills (a template's free positions)
-    nfe: torch.Tensor  # (B,) long: network calls this row has cost
+    nfe: torch.Tensor  # (B,) long: network evaluations this row has cost (2 per call with guidance)
+    calls: torch.Tensor  # (B,) long: network calls this row has been part of (the samplers' step counter)
     index: list[int]  # which sample each row is
     generators: list[torch.Generator]  # each row's own random stream, on the CPU
     state: dict[str, torch.Tensor] = field(default_factory=dict)  # the sampler's per-row tensors, (B, ...)
@@ -44,6 +45,7 @@ class Rows:
             self.tokens[keep],
             self.free[keep],
             self.nfe[keep],
+            self.calls[keep],
             [i for i, kept in zip(self.index, flags) if kept],
             [g for g, kept in zip(self.generators, flags) if kept],
             {name: value[keep] for name, value in self.state.items()},
@@ -58,6 +60,7 @@ class Rows:
             torch.cat([p.tokens for p in parts]),
             torch.cat([p.free for p in parts]),
             torch.cat([p.nfe for p in parts]),
+            torch.cat([p.calls for p in parts]),
             [i for p in parts for i in p.index],
             [g for p in parts for g in p.generators],
             {name: torch.cat([p.state[name] for p in parts]) for name in parts[0].state},
@@ -86,7 +89,8 @@ class Sampler:
     """One sampling method. Subclass it, set `name`, and decorate the class with `@register`."""
 
     name: ClassVar[str] = ""
-    takes_order: ClassVar[bool] = False  # whether SamplingConfig.order means anything to it
+    settings: ClassVar[frozenset[str]] = frozenset()  # the SamplingConfig settings it uses (config.SAMPLER_SETTINGS)
+    required: ClassVar[frozenset[str]] = frozenset()  # of those, the ones that must be given
     remasks: ClassVar[bool] = False  # whether a decoded position can change again (streaming waits for the end)
 
     def __init__(self, config, schedule: Schedule, vocab_size: int, mask_id: int, length: int):
@@ -126,58 +130,92 @@ def register(cls: type[Sampler]) -> type[Sampler]:
 class SampleResult:
     tokens: torch.Tensor  # (N, L) int64, on the CPU
     nfe_per_sample: torch.Tensor  # (N,) network evaluations of each sequence
+    lengths: torch.Tensor | None = None  # (N,) tokens kept when trimmed at the first end-of-text
 
     @property
     def nfe(self) -> float:
         """Mean network evaluations per sequence."""
         return float(self.nfe_per_sample.double().mean())
 
+    def sequences(self) -> list[list[int]]:
+        """Each sample's token ids, trimmed when `lengths` says so."""
+        if self.lengths is None:
+            return self.tokens.tolist()
+        return [row[:n] for row, n in zip(self.tokens.tolist(), self.lengths.tolist())]
+
 
 def advance(model: nn.Module, groups: list[tuple[Sampler, Rows]]) -> None:
-    """One network call for every row of every (sampler, rows) group (all of one length)."""
+    """One network call for every row of every (sampler, rows) group (all of one length).
+
+    With classifier-free guidance (config.guidance = w > 0) each query row goes in twice, as it is and
+    with its given (template) positions masked, and the two are combined as (1 + w)·log p(·|given) −
+    w·log p(·|nothing given), renormalised: two network evaluations, counted as such.
+    """
     queries = [sampler.query(rows) for sampler, rows in groups]
-    if sum(len(query.rows) for query in queries) == 0:
+    inputs = [
+        _with_unconditional(query, rows, sampler.mask_id) if sampler.config.guidance else query
+        for (sampler, rows), query in zip(groups, queries)
+    ]
+    if sum(len(query.rows) for query in inputs) == 0:
         return
-    if len(queries) == 1:
-        log_probs = [log_probs_at(model, queries[0].tokens, queries[0].where)]  # (n, V)
+    if len(inputs) == 1:
+        log_probs = [log_probs_at(model, inputs[0].tokens, inputs[0].where)]  # (n, V)
     else:
-        tokens = torch.cat([query.tokens for query in queries])
-        where = torch.cat([query.where for query in queries])
-        log_probs = log_probs_at(model, tokens, where).split([int(query.where.sum()) for query in queries])
-    for (sampler, rows), query, part in zip(groups, queries, log_probs):
+        tokens = torch.cat([query.tokens for query in inputs])
+        where = torch.cat([query.where for query in inputs])
+        log_probs = log_probs_at(model, tokens, where).split([int(query.where.sum()) for query in inputs])
+    for (sampler, rows), query, sent, part in zip(groups, queries, inputs, log_probs):
         if part.numel() and not torch.isfinite(part.max()):
             raise NonFiniteError(
                 "the model produced NaN or infinite log-probabilities; its weights are broken (check the "
                 "checkpoint, or retrain from an earlier one)"
             )
+        if sampler.config.guidance:
+            part = _guided(part, sampler.config.guidance)
         sampler.update(rows, query, part)
-        rows.nfe.index_add_(0, query.rows, torch.ones_like(query.rows))
+        rows.calls.index_add_(0, query.rows, torch.ones_like(query.rows))
+        rows.nfe.index_add_(0, sent.rows, torch.ones_like(sent.rows))
 
 
-def new_rows(template: torch.Tensor, seeds: list[int], index: list[int], mask_id: int, device) -> Rows:
-    """Rows that start from `template` (L,), one per seed."""
-    tokens = template.to(device).repeat(len(seeds), 1)
+def _with_unconditional(query: Query, rows: Rows, mask_id: int) -> Query:
+    """The query followed by its unconditional twin: the same rows with every given position masked."""
+    given = ~rows.free[query.rows]  # (q, L)
+    unconditional = query.tokens.masked_fill(given, mask_id)
+    return Query(query.rows.repeat(2), torch.cat([query.tokens, unconditional]), query.where.repeat(2, 1))
+
+
+def _guided(log_probs: torch.Tensor, weight: float) -> torch.Tensor:
+    """(1 + w)·conditional − w·unconditional log-probs, renormalised (the first half is conditional)."""
+    conditional, unconditional = log_probs.double().chunk(2)
+    return ((1 + weight) * conditional - weight * unconditional).log_softmax(dim=-1).float()
+
+
+def new_rows(templates: torch.Tensor, seeds: list[int], index: list[int], mask_id: int, device) -> Rows:
+    """Rows that start from their templates (one (L,) row of `templates` per seed)."""
+    tokens = templates.to(device).clone()  # (B, L), each row its own copy
     return Rows(
         tokens,
         tokens == mask_id,
         torch.zeros(len(seeds), dtype=torch.long, device=device),
+        torch.zeros(len(seeds), dtype=torch.long, device=device),
         list(index),
-        [torch.Generator().manual_seed(seed) for seed in seeds],
+        [torch.Generator().manual_seed(int(seed)) for seed in seeds],
     )
 
 
 def run(
     model: nn.Module,
     sampler: Sampler,
-    template: torch.Tensor,
-    seeds: list[int],
+    templates: torch.Tensor,
+    seeds,
     *,
     batch_size: int,
     device: torch.device,
     progress: Callable[[float, int], None] | None = None,
 ) -> SampleResult:
-    """Sample one sequence per seed from `template`, at most `batch_size` rows per network call."""
-    num_samples, length = len(seeds), template.shape[0]
+    """Sample one sequence per seed from its template — `templates` is (L,) for all or (N, L) — with at
+    most `batch_size` rows per network call."""
+    num_samples, length = len(seeds), templates.shape[-1]
     tokens = torch.empty(num_samples, length, dtype=torch.long)
     nfe = torch.zeros(num_samples, dtype=torch.long)
     running, waiting, done = None, 0, 0
@@ -186,7 +224,8 @@ def run(
             room = batch_size - (len(running) if running is not None else 0)
             if room > 0 and waiting < num_samples:
                 joining = list(range(waiting, min(num_samples, waiting + room)))
-                fresh = new_rows(template, [seeds[i] for i in joining], joining, sampler.mask_id, device)
+                starts = templates[joining] if templates.dim() == 2 else templates.expand(len(joining), -1)
+                fresh = new_rows(starts, [seeds[i] for i in joining], joining, sampler.mask_id, device)
                 sampler.start(fresh)
                 running = fresh if running is None else Rows.concat([running, fresh])
                 waiting = joining[-1] + 1
@@ -237,6 +276,20 @@ def check_results_fit(num_samples: int, length: int, bytes_per_token: int = 8) -
             f"{num_samples} samples × {length} tokens need about {needed / 1e9:.1f} GB to hold, but "
             f"{free / 1e9:.1f} GB is free; draw them in parts (a different seed each)"
         )
+
+
+def block_ids(length: int, block_length: int | None) -> torch.Tensor:
+    """(L,) the block each position belongs to (all 0 without blocks); the block length must divide L."""
+    if block_length is None:
+        return torch.zeros(length, dtype=torch.long)
+    if length % block_length:
+        raise ConfigError(f"--block-length {block_length} must divide the sequence length {length}")
+    return torch.arange(length) // block_length
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` split into `parts` whole shares, the remainder going to the first ones."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
 
 
 def template_tokens(template, length: int, mask_id: int, vocab_size: int) -> torch.Tensor:

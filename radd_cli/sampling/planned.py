@@ -14,7 +14,7 @@ import torch
 from radd_cli.errors import ConfigError
 from radd_cli.masking import places
 from radd_cli.sampling.config import OrderName
-from radd_cli.sampling.engine import Query, Rows, Sampler, register
+from radd_cli.sampling.engine import Query, Rows, Sampler, block_ids, register, split_evenly
 from radd_cli.sampling.nfe import expected_nfe, unmask_step_distribution
 from radd_cli.sampling.strategy import draw_categorical
 
@@ -27,7 +27,7 @@ class Planned(Sampler):
         when = self.unmasking_steps(rows, u[:, 0]).masked_fill(~rows.free, -1)  # (B, L), -1 at fixed ones
         plan = when if self.calls_every_step else distinct_step_index(when)
         rows.state["plan"] = plan
-        rows.state["last_call"] = torch.full_like(rows.nfe, self.steps - 1) if self.calls_every_step else plan.max(1).values
+        rows.state["last_call"] = torch.full_like(rows.calls, self.steps - 1) if self.calls_every_step else plan.max(1).values
         rows.state["u_token"] = u[:, 1]
 
     @property
@@ -40,35 +40,58 @@ class Planned(Sampler):
         raise NotImplementedError
 
     def query(self, rows: Rows) -> Query:
-        return Query.every_row(rows, rows.state["plan"] == rows.nfe[:, None])
+        return Query.every_row(rows, rows.state["plan"] == rows.calls[:, None])
 
     def update(self, rows: Rows, query: Query, log_probs: torch.Tensor) -> None:
         where = query.where  # every row is queried, so `where` lines up with the rows
         rows.tokens[where] = draw_categorical(self.config.strategy.probabilities(log_probs), rows.state["u_token"][where])
 
     def finished(self, rows: Rows) -> torch.Tensor:
-        return rows.nfe > rows.state["last_call"]
+        return rows.calls > rows.state["last_call"]
 
 
 class Diffusion(Planned):
-    """The diffusion samplers: at step k every masked position moves with probability r_k."""
+    """The diffusion samplers: at step k every masked position moves with probability r_k.
+
+    With `block_length`, blocks are filled left to right, each with its share of the steps (the
+    remainder going to the first blocks): block j's steps all come after block j − 1's.
+    """
+
+    settings = frozenset({"steps", "cache", "block_length"})
 
     def __init__(self, *args):
         super().__init__(*args)
-        cdf = torch.cumsum(unmask_step_distribution(self.schedule, self.steps, self.name), dim=0)
+        self.blocks = block_ids(self.length, self.config.block_length)  # (L,)
+        self.shares = split_evenly(self.steps, int(self.blocks.max()) + 1)  # steps of each block
+        if min(self.shares) < 1:
+            raise ConfigError(f"--steps {self.steps} is fewer than the {len(self.shares)} blocks; give at least one per block")
+        self.offsets = torch.tensor([0, *self.shares[:-1]]).cumsum(0)  # first step of each block
+        self.cdfs = {share: self._cdf(share) for share in set(self.shares)}
+
+    def _cdf(self, steps: int) -> torch.Tensor:
+        cdf = torch.cumsum(unmask_step_distribution(self.schedule, steps, self.name), dim=0)
         cdf[-1] = 1.0
-        self.cdf = cdf
+        return cdf
 
     @property
     def calls_every_step(self) -> bool:
         return not self.config.cache
 
     def unmasking_steps(self, rows: Rows, u_when: torch.Tensor) -> torch.Tensor:
-        cdf = self.cdf.to(u_when.device)
-        return torch.searchsorted(cdf, u_when.contiguous(), right=True).clamp_(max=self.steps - 1)
+        when = torch.empty_like(u_when, dtype=torch.long)  # (B, L)
+        share_of_position = torch.tensor(self.shares)[self.blocks]  # (L,)
+        for share, cdf in self.cdfs.items():
+            chosen = (share_of_position == share).to(u_when.device)
+            steps = torch.searchsorted(cdf.to(u_when.device), u_when[:, chosen].contiguous(), right=True)
+            when[:, chosen] = steps.clamp_(max=share - 1)
+        return when + self.offsets[self.blocks].to(u_when.device)
 
     def expected_nfe(self, free: int) -> float:
-        return expected_nfe(self.schedule, self.steps, free, self.name) if self.config.cache else float(self.steps)
+        """Per block, from its share of the steps and of the free positions (spread evenly over the blocks)."""
+        if not self.config.cache:
+            return float(self.steps)
+        per_block = split_evenly(free, len(self.shares))
+        return sum(expected_nfe(self.schedule, s, f, self.name) for s, f in zip(self.shares, per_block) if f)
 
 
 @register
@@ -90,7 +113,7 @@ class Ordered(Planned):
     """Any-order autoregressive: one free position per call, in the order given (SamplingConfig.order)."""
 
     name = "ordered"
-    takes_order = True
+    settings = frozenset({"order"})
 
     def unmasking_steps(self, rows: Rows, u_when: torch.Tensor) -> torch.Tensor:
         return places(self.orders(rows)).to(u_when.device)
@@ -105,6 +128,30 @@ class Ordered(Planned):
         if order == OrderName.random:
             return torch.stack([torch.randperm(length, generator=g) for g in rows.generators])
         return check_orders(order, rows.index, length)
+
+    def expected_nfe(self, free: int) -> float:
+        return float(free)
+
+
+@register
+class FirstHitting(Planned):
+    """The first-hitting sampler of Zheng et al. (2024): with n positions still masked at time t, the next
+    unmasking happens at τ = t·u^{1/n} (linear α), at one of them chosen uniformly, drawn from the network.
+
+    A time-free network ignores the times, so this draws exactly what any-order autoregressive sampling in
+    a uniformly random order draws: one network call per free position.
+    """
+
+    name = "first_hitting"
+
+    def unmasking_steps(self, rows: Rows, u_when: torch.Tensor) -> torch.Tensor:
+        place = torch.full_like(u_when, -1, dtype=torch.long).cpu()  # (B, L)
+        for row, (free, uniforms) in enumerate(zip(rows.free.cpu(), u_when.cpu())):
+            masked = free.nonzero().squeeze(1).tolist()
+            for event in range(len(masked)):  # the event's time t·u^{1/n} is not needed: the network has no t
+                chosen = masked.pop(min(int(uniforms[event] * len(masked)), len(masked) - 1))
+                place[row, chosen] = event
+        return place.to(u_when.device)
 
     def expected_nfe(self, free: int) -> float:
         return float(free)

@@ -21,8 +21,8 @@ import torch
 from radd_cli import templates
 from radd_cli.errors import ConfigError
 from radd_cli.inference import LoadedModel
-from radd_cli.sampling import SamplingConfig, Strategy, make_sampler
-from radd_cli.sampling.config import OrderName
+from radd_cli.sampling import SAMPLERS, SamplingConfig, Strategy, make_sampler
+from radd_cli.sampling.config import SAMPLER_SETTINGS, OrderName
 from radd_cli.sampling.engine import new_rows, resolve_seeds
 from radd_cli.serve.scheduler import Job
 from radd_cli.serve.wire import ApiError, CompletionRequest
@@ -37,6 +37,7 @@ class StreamMode(Choice):
 
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingConfig) if f.name != "strategy")
+FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SamplingConfig)}
 # radd's own request fields, beside the OpenAI ones (temperature and top_p are OpenAI's)
 RADD_FIELDS = (*CONFIG_FIELDS, "strategy", "top_k", "template", "stream_mode")
 
@@ -67,6 +68,10 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
     if mode not in StreamMode.names():
         raise ApiError(400, f"stream_mode: {mode!r} is not one of {', '.join(StreamMode.names())}", param="stream_mode")
     filled = fill_templates(request, extras, loaded)
+    if config.guidance and any(infill.num_free == infill.length for infill, _ in filled):
+        raise ApiError(
+            400, "guidance needs given tokens to guide by: a prompt, a suffix or a template's text", param="guidance"
+        )
     count = len(filled) * request.n
     if count > max_rows:
         raise ApiError(
@@ -82,10 +87,11 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
             for j, (infill, _) in enumerate(filled)
         ]
     except ConfigError as error:
-        raise config_error(error, "seed" if "seed" in str(error) else "order") from None
-    live = not any(getattr(job.sampler, "remasks", False) for job in jobs)
+        raise config_error(error, "seed" if str(error).startswith("seeds") else None) from None
+    live = not any(job.sampler.remasks for job in jobs)
+    stops = request.stops + ([loaded.tokenizer.decode([loaded.tokenizer.eos_id])] if config.stop_at_eos else [])
     choices = [
-        ChoiceText(i, seeds[i], infill, window, loaded.tokenizer, request.stops, StreamMode(mode), live)
+        ChoiceText(i, seeds[i], infill, window, loaded.tokenizer, stops, StreamMode(mode), live)
         for j, (infill, window) in enumerate(filled)
         for i in range(j * request.n, (j + 1) * request.n)
     ]
@@ -103,6 +109,10 @@ def sampling_config(defaults: SamplingConfig, request: CompletionRequest, extras
     temperature = base.temperature if request.temperature is None else request.temperature
     strategy = Strategy.from_options(name, top_p, top_k, temperature)
     settings = {name: extras.get(name, getattr(defaults, name)) for name in CONFIG_FIELDS}
+    method = SAMPLERS.get(settings["method"]) if isinstance(settings["method"], str) else None
+    if method is not None and "method" in extras:  # the server's settings for another sampler do not carry over
+        for name in SAMPLER_SETTINGS.keys() - method.settings - extras.keys():
+            settings[name] = FIELD_DEFAULTS[name]
     if "order" in extras:
         settings["order"] = request_order(extras["order"])
     return SamplingConfig(**settings, strategy=strategy)
@@ -124,14 +134,16 @@ def request_order(order):
 
 
 def config_error(error: ConfigError, param: str | None = None) -> ApiError:
-    """A settings error as a 400, its `param` read from the `field: message` form of the first problem."""
-    message = str(error)
-    field = error.problems[0].split(":")[0].strip()
-    field = {"name": "strategy"}.get(field, field)
-    if field in RADD_FIELDS or field in ("temperature", "top_p"):
-        param = param or field
-        message = message.replace("name:", "strategy:")
-    return ApiError(400, message, param=param)
+    """A settings error as a 400; its `param` is read from the first problem (`field: ...` or `--option ...`)."""
+    first = error.problems[0]
+    option = first.startswith("--")
+    field = first.split()[0].removeprefix("--").replace("-", "_") if option else first.split(":")[0].strip()
+    field = {"name": "strategy", "no_cache": "cache"}.get(field, field)
+    if param is None and (field in RADD_FIELDS or field in ("temperature", "top_p")):
+        param = field
+    elif param is None and "order" in first:  # the sampler found the given order of the wrong shape
+        param = "order"
+    return ApiError(400, str(error).replace("name:", "strategy:"), param=param)
 
 
 def fill_templates(
@@ -154,9 +166,16 @@ def fill_templates(
         )
     try:
         infill = templates.build_template(templates.parse_template(text), loaded.tokenizer)
-        templates.check_fits(infill, model_length)
     except ConfigError as error:
         raise ApiError(400, str(error), param="template") from None
+    if infill.length > model_length:
+        raise ApiError(
+            400,
+            f"the template is {infill.length} tokens long but the model holds {model_length}; shorten its text or "
+            "its [MASK:n] spans",
+            param="template",
+            code="context_length_exceeded",
+        )
     return [(infill, slice(0, infill.length))]
 
 
@@ -199,7 +218,11 @@ def start(
     sampler = make_sampler(loaded.model, loaded.schedule, config, infill.length)
     with torch.inference_mode():
         rows = new_rows(
-            infill.tokens, seeds[choices.start : choices.stop], list(choices), sampler.mask_id, loaded.device
+            infill.tokens.expand(len(choices), -1),  # (n, L)
+            seeds[choices.start : choices.stop],
+            list(choices),
+            sampler.mask_id,
+            loaded.device,
         )
         sampler.start(rows)
     return Job(sampler, rows, group_key(config, infill.length))

@@ -1,0 +1,164 @@
+"""`radd bench quality --model M`: every sampler's sample quality against its cost, measured honestly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from radd_cli import sampler_sweep
+from radd_cli.commands.bench import _check_outputs, _pyplot, _write_json
+from radd_cli.commands.options import BatchSizeOption, DeviceOption, JsonOption, PrecisionOption, ModelOption
+from radd_cli.console import err, out, progress_bar
+from radd_cli.errors import ConfigError
+from radd_cli.files import write_atomically
+from radd_cli.inference import load_for_inference
+from radd_cli.runtime import Precision
+from radd_cli.sampling import SAMPLERS, SamplingConfig, generate
+
+
+def bench_quality(
+    model: ModelOption,
+    samples: Annotated[int, typer.Option("--samples", min=2, help="Samples per setting.")] = 256,
+    batch_size: BatchSizeOption = 64,
+    only: Annotated[
+        Optional[str], typer.Option("--only", help="Sweep only these samplers, comma-separated (e.g. tweedie,threshold).")
+    ] = None,
+    windows: Annotated[
+        int, typer.Option("--windows", min=0, help="Also write this many model lengths window by window and compare the seams.")
+    ] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Sample i of every setting uses seed + i.")] = 0,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.auto,
+    json_path: JsonOption = None,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", help="Write quality against network calls to this PNG.")
+    ] = None,
+) -> None:
+    """Sample quality against network calls for every sampler and a sweep of its settings.
+
+    On the built-in Markov language (`radd train --recipe markov`) the samples are scored exactly: NLL per
+    token under the true chain, forbidden transitions and entropy; on other models, entropy and distinct-n.
+    """
+    rows = _chosen_rows(only)
+    _check_outputs(json_path, plot)
+    loaded = load_for_inference(model, device, precision)
+    length = loaded.model.config.length
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("sweeping", total=len(rows))
+        found = sampler_sweep.run_sweep(
+            loaded, rows, num_samples=samples, batch_size=batch_size, length=length, seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    exact = sampler_sweep.is_markov(loaded)
+    reference = sampler_sweep.reference_row(samples, length, seed) if exact else None
+    out.print(_table(found, reference, model, samples, length))
+    payload = {
+        "benchmark": "quality",
+        "model": model,
+        "task": "markov" if exact else "text",
+        "samples": samples,
+        "length": length,
+        "rows": [vars(row) | {"label": row.label} for row in found],
+        "reference": vars(reference) if reference else None,
+    }
+    if exact:
+        payload["entropy_rate"] = sampler_sweep.markov.chain().entropy_rate()
+        payload["matches_exact"] = _report_matches(found)
+    if windows:
+        payload["windows"] = _seams(loaded, windows, samples, batch_size, seed, exact)
+    _write_json(json_path, payload)
+    if plot is not None:
+        _plot(found, reference, plot)
+
+
+def _chosen_rows(only: str | None) -> list[tuple[str, dict]]:
+    if only is None:
+        return sampler_sweep.SWEEP
+    wanted = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in SAMPLERS]
+    if not wanted or unknown:
+        raise ConfigError(f"--only {only!r}: give samplers among {', '.join(SAMPLERS)}, comma-separated")
+    return [(method, settings) for method, settings in sampler_sweep.SWEEP if method in wanted]
+
+
+def _table(rows, reference, model: str, samples: int, length: int) -> Table:
+    exact = reference is not None
+    table = Table(title=f"radd bench quality: {model}, {samples} samples × {length} tokens per setting")
+    columns = ["sampler", "calls/seq", "seconds", "entropy"]
+    columns += ["NLL/token ± se", "forbidden % ± se"] if exact else ["distinct-2", "distinct-4"]
+    for column in [*columns, "Pareto"]:
+        table.add_column(column, justify="left" if column == "sampler" else "right")
+    for row in [*rows, *([reference] if exact else [])]:
+        cells = [row.label, f"{row.calls_per_sequence:.1f}", f"{row.seconds:.2f}", f"{row.entropy:.3f}"]
+        if exact:
+            cells += [f"{row.nll_per_token:.4f} ± {row.nll_se:.4f}", f"{100 * row.forbidden_rate:.2f} ± {100 * row.forbidden_se:.2f}"]
+        else:
+            cells += [f"{row.distinct[2]:.3f}", f"{row.distinct[4]:.3f}"]
+        table.add_row(*cells, "★" if row.pareto else "")
+    return table
+
+
+def _report_matches(rows) -> list[str]:
+    """Which settings match exact tweedie at 1024 steps with at most a third of its calls."""
+    references = [row for row in rows if (row.method, row.settings) == sampler_sweep.REFERENCE]
+    if not references:
+        return []
+    found = [row.label for row in rows if sampler_sweep.matches(row, references[0])]
+    err.print(
+        f"matching {references[0].label} within two standard errors with at most a third of its calls: "
+        + (", ".join(found) if found else "none")
+    )
+    return found
+
+
+def _seams(loaded, windows: int, samples: int, batch_size: int, seed: int, exact: bool) -> dict:
+    """Write `windows` model lengths window by window; compare forbidden transitions at seams and inside."""
+    window = loaded.model.config.length
+    length = windows * window
+    with loaded.autocast():
+        result = generate(
+            loaded.model, loaded.schedule, SamplingConfig(steps=window), num_samples=samples, length=length,
+            seeds=range(seed, seed + samples), batch_size=batch_size, device=loaded.device,
+        )
+    found = {"length": length, "calls_per_sequence": result.nfe}
+    if exact:
+        at_seams, inside = sampler_sweep.seam_rates(result.tokens, window)
+        found |= {"forbidden_rate_at_seams": at_seams, "forbidden_rate_inside": inside}
+        err.print(
+            f"{length} tokens window by window: forbidden transitions {100 * at_seams:.2f}% at window seams, "
+            f"{100 * inside:.2f}% inside windows"
+        )
+    return found
+
+
+def _plot(rows, reference, path: Path) -> None:
+    plt = _pyplot()
+    exact = reference is not None
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    measures = (
+        [("forbidden_rate", "forbidden-transition rate"), ("nll_per_token", "NLL per token under the chain")]
+        if exact
+        else [("entropy", "unigram entropy (nats)"), ("distinct4", "distinct-4")]
+    )
+    for axis, (name, label) in zip(axes, measures):
+        def value(row):
+            return row.distinct[4] if name == "distinct4" else getattr(row, name)
+
+        for method in dict.fromkeys(row.method for row in rows):
+            chosen = sorted((row for row in rows if row.method == method), key=lambda row: row.calls_per_sequence)
+            axis.plot([r.calls_per_sequence for r in chosen], [value(r) for r in chosen], marker="o", label=method)
+        frontier = sorted((row for row in rows if row.pareto), key=lambda row: row.calls_per_sequence)
+        axis.plot([r.calls_per_sequence for r in frontier], [value(r) for r in frontier], "k--", lw=1, label="Pareto frontier")
+        axis.scatter([r.calls_per_sequence for r in frontier], [value(r) for r in frontier], s=90, facecolors="none", edgecolors="k")
+        if exact:
+            axis.axhline(value(reference), color="grey", lw=1, ls=":", label="the chain itself")
+        axis.set_xscale("log")
+        axis.set_xlabel("network calls per sequence")
+        axis.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=120))
+    err.print(f"wrote {path}")
