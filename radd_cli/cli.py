@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - Typer on top of click
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 from radd_cli import __version__
-from radd_cli.commands import bench, bench_quality, convert, evaluate, infill, recipes, sample, train
+from radd_cli.commands import bench, bench_quality, convert, evaluate, infill, recipes, sample, serve, train
 from radd_cli.console import err
 from radd_cli.errors import RaddError
 
@@ -100,6 +100,7 @@ app.command("infill")(clean_errors(infill.infill))
 app.command("eval")(clean_errors(evaluate.evaluate))
 app.command("recipes")(clean_errors(recipes.recipes))
 app.command("convert")(clean_errors(convert.convert))
+app.command("serve")(clean_errors(serve.serve))
 
 bench_app = typer.Typer(
     help="Measure sampling, training and evaluation speed, and sample quality against cost.", no_args_is_help=True

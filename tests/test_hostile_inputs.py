@@ -78,6 +78,23 @@ def cases(root: Path) -> list[tuple[list[str], str]]:
             [*base, "--method", "ordered"],
             {"--order": [str(root / "nowhere.txt"), str(root / "binary.txt"), str(root / "huge_order.txt"), str(root / "folder")]},
         )
+    serve = ["serve", *model, "--port", "0"]  # every case fails before the server would start
+    found += option_cases(
+        serve,
+        {
+            "--port": ["-1", "65536", "x", ""],
+            "--max-batch-size": COUNTS,
+            "--max-queue": COUNTS,
+            "--max-request-bytes": COUNTS,
+            "--shutdown-timeout": ["-1", "nan", "inf", "x"],
+            "--steps": COUNTS + HUGE_COUNTS,
+            "--top-k": COUNTS,
+            "--top-p": PROBABILITIES,
+            "--temperature": POSITIVE_FLOATS,
+            "--host": ["no-such-host.invalid", "256.0.0.1"],
+        },
+    )
+    found += option_cases(["serve", "--port", "0"], {"--model": bad_paths["--model"]})
     found += option_cases(["sample", *model, "--method", "threshold"], {"--threshold": PROBABILITIES})
     found += option_cases(["sample", *model, "--method", "remdm"], {"--eta": ["-1", "nan", "inf", "x"]})
     found += option_cases(

@@ -104,9 +104,25 @@ class DrawOptions:
 def generation_command(command: Callable) -> Callable:
     """Give `command(config, draw, **own)` the shared options; `config` and `draw` are built (and checked,
     with --output) before the command runs, so a bad setting fails before any model is loaded."""
+
+    def build(kwargs: dict) -> dict:
+        draw = DrawOptions(**{name: kwargs.pop(name) for name in DRAW_OPTIONS})
+        check_output(draw.output)
+        return {"draw": draw}
+
+    return _with_options(command, {**DRAW_OPTIONS, **SAMPLING_OPTIONS}, build)
+
+
+def sampling_command(command: Callable) -> Callable:
+    """Give `command(config, **own)` the sampling options of `radd sample`, built into one SamplingConfig."""
+    return _with_options(command, SAMPLING_OPTIONS, lambda kwargs: {})
+
+
+def _with_options(command: Callable, shared: dict, build: Callable[[dict], dict]) -> Callable:
+    """`command` with the `shared` options added to its signature; the sampling ones arrive as `config`,
+    the rest as whatever `build` makes of them."""
     own = [p for name, p in inspect.signature(command).parameters.items() if name not in ("config", "draw")]
     hints = {name: hint for name, hint in typing.get_type_hints(command, include_extras=True).items()}
-    shared = {**DRAW_OPTIONS, **SAMPLING_OPTIONS}
     injected = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
         for name, (kind, default) in shared.items()
@@ -115,12 +131,12 @@ def generation_command(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(**kwargs):
         sampling = {name: kwargs.pop(name) for name in SAMPLING_OPTIONS}
-        draw = DrawOptions(**{name: kwargs.pop(name) for name in DRAW_OPTIONS})
-        check_output(draw.output)
-        return command(config=sampling_config(**sampling), draw=draw, **kwargs)
+        built = build(kwargs)
+        return command(config=sampling_config(**sampling), **built, **kwargs)
 
     keyword_own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[p.name]) for p in own]
-    wrapper.__signature__ = inspect.Signature([injected[0], *keyword_own, *injected[1:]])
+    parameters = sorted([*keyword_own, *injected], key=lambda p: p.name != "model")  # --model first in --help
+    wrapper.__signature__ = inspect.Signature(parameters)
     wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
     return wrapper
 

@@ -91,6 +91,7 @@ class Sampler:
     name: ClassVar[str] = ""
     settings: ClassVar[frozenset[str]] = frozenset()  # the SamplingConfig settings it uses (config.SAMPLER_SETTINGS)
     required: ClassVar[frozenset[str]] = frozenset()  # of those, the ones that must be given
+    remasks: ClassVar[bool] = False  # whether a decoded position can change again (streaming waits for the end)
 
     def __init__(self, config, schedule: Schedule, vocab_size: int, mask_id: int, length: int):
         self.config, self.schedule = config, schedule

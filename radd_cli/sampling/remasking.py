@@ -31,6 +31,7 @@ LOOP_T_ON, LOOP_T_OFF, LOOP_ALPHA_ON = 0.55, 0.05, 0.9
 class ReMDM(Sampler):
     name = "remdm"
     settings = frozenset({"steps", "remasking", "eta"})
+    remasks = True
 
     def __init__(self, *args):
         super().__init__(*args)
