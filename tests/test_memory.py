@@ -59,7 +59,4 @@ def test_the_large_recipe_fits_eight_80gb_gpus_only_sharded():
 )
 def test_the_estimate_is_within_25_percent_of_the_measured_peak(checkpointing, processes, sharding):
     found = measure(128, 2, 2000, 64, 32, "fp32", checkpointing, processes, sharding)
-    if found["estimate"] != pytest.approx(found["measured"], rel=0.25):  # a busy machine can inflate one peak
-        found = min(found, measure(128, 2, 2000, 64, 32, "fp32", checkpointing, processes, sharding),
-                    key=lambda row: row["measured"])
     assert found["estimate"] == pytest.approx(found["measured"], rel=0.25), found
