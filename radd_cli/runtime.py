@@ -327,9 +327,37 @@ def build_runtime(
     sharded = resolve_sharding(Sharding(sharding), accelerator, resolved)
     if not sharded:
         return Runtime(accelerator)
-    from radd_cli import sharding as fsdp
+    return Runtime(accelerator, sharded=True, reshard_after_forward=reshard_after_forward(accelerator))
 
-    return Runtime(accelerator, sharded=True, reshard_after_forward=fsdp.reshard_after_forward(accelerator))
+
+def launch_asks_for(accelerator, kind: str) -> bool:
+    """Whether the launch's accelerate config asks for `kind` (FSDP, DEEPSPEED or MEGATRON_LM), also where
+    accelerate itself does not act on it (it applies FSDP to multi-GPU launches only)."""
+    if str(accelerator.distributed_type).rsplit(".", 1)[-1] == kind:
+        return True
+    return os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true"
+
+
+def reshard_after_forward(accelerator) -> bool:
+    """The launch's FSDP setting, when it has one: free gathered weights after each block's forward (the
+    default, FULL_SHARD) or keep them until the backward (SHARD_GRAD_OP: less communication, more memory)."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    if not launch_asks_for(accelerator, "FSDP"):
+        return True
+    plugin = getattr(accelerator.state, "fsdp_plugin", None) or FullyShardedDataParallelPlugin()
+    if type(plugin.cpu_offload).__name__ == "CPUOffloadPolicy" or getattr(plugin.cpu_offload, "offload_params", 0):
+        raise ConfigError(
+            "the accelerate config asks FSDP to offload parameters to the CPU, which radd train does not do; "
+            "set fsdp_offload_params: false (or use training.activation_checkpointing to save memory)"
+        )
+    setting = plugin.reshard_after_forward
+    if isinstance(setting, bool):
+        return setting
+    name = str(getattr(setting, "name", setting)).upper()  # FSDP1's sharding strategies
+    if name == "NO_SHARD":
+        raise ConfigError("the accelerate config asks FSDP for NO_SHARD, which is data parallel: launch without FSDP")
+    return name not in ("SHARD_GRAD_OP", "_HYBRID_SHARD_ZERO2")
 
 
 def plans_to_shard(requested: str) -> bool:
@@ -341,15 +369,13 @@ def plans_to_shard(requested: str) -> bool:
 
 def resolve_sharding(requested: Sharding, accelerator, precision: Precision) -> bool:
     """Whether to shard: the recipe's choice and the launch's accelerate config must agree."""
-    from radd_cli import sharding
-
     for kind in ("DEEPSPEED", "MEGATRON_LM"):
-        if sharding.launch_asks_for(accelerator, kind):
+        if launch_asks_for(accelerator, kind):
             raise ConfigError(
                 f"radd train shards with FSDP, not {kind}: launch with an accelerate config that uses FSDP "
                 "(distributed_type: FSDP), or plainly with training.sharding = 'fsdp'"
             )
-    launch_fsdp = sharding.launch_asks_for(accelerator, "FSDP")
+    launch_fsdp = launch_asks_for(accelerator, "FSDP")
     if requested == Sharding.none and launch_fsdp:
         raise ConfigError(
             "the launch's accelerate config asks for FSDP but training.sharding = 'none'; set it to 'auto' or "

@@ -1,8 +1,8 @@
 """Sharded training (FSDP2): parameters, gradients, optimizer state and the weight EMA split over processes.
 
-Imported only by runtime.py; the two are the only modules that touch torch.distributed. Each transformer
-block, then the whole network, goes through torch's `fully_shard`: a process keeps 1/N of every parameter
-(a DTensor's local shard) and gathers a block's full weights just before computing it. The optimizer and
+Imported only by runtime.py, which reads the launch's accelerate config; the two are the only modules that
+touch torch.distributed. Each transformer block, then the whole network, goes through torch's `fully_shard`:
+a process keeps 1/N of every parameter (a DTensor's local shard) and gathers a block's full weights just before computing it. The optimizer and
 the EMA are elementwise, so each process updates the shards it owns. The trunk still runs under autocast
 (float32 master weights, norms and log-softmax), exactly as without sharding.
 
@@ -13,7 +13,6 @@ any number of processes. Export gathers the full EMA weights.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -24,39 +23,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
-from radd_cli.errors import ConfigError
-
 FOLDER = "sharded"  # inside a checkpoint folder
-
-
-def launch_asks_for(accelerator, kind: str) -> bool:
-    """Whether the launch's accelerate config asks for `kind` (FSDP, DEEPSPEED or MEGATRON_LM), also where
-    accelerate itself does not act on it (it applies FSDP to multi-GPU launches only)."""
-    if str(accelerator.distributed_type).rsplit(".", 1)[-1] == kind:
-        return True
-    return os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true"
-
-
-def reshard_after_forward(accelerator) -> bool:
-    """The launch's FSDP setting, when it has one: free gathered weights after each block's forward (the
-    default, FULL_SHARD) or keep them until the backward (SHARD_GRAD_OP: less communication, more memory)."""
-    from accelerate.utils import FullyShardedDataParallelPlugin
-
-    if not launch_asks_for(accelerator, "FSDP"):
-        return True
-    plugin = getattr(accelerator.state, "fsdp_plugin", None) or FullyShardedDataParallelPlugin()
-    if type(plugin.cpu_offload).__name__ == "CPUOffloadPolicy" or getattr(plugin.cpu_offload, "offload_params", 0):
-        raise ConfigError(
-            "the accelerate config asks FSDP to offload parameters to the CPU, which radd train does not do; "
-            "set fsdp_offload_params: false (or use training.activation_checkpointing to save memory)"
-        )
-    setting = plugin.reshard_after_forward
-    if isinstance(setting, bool):
-        return setting
-    name = str(getattr(setting, "name", setting)).upper()  # FSDP1's sharding strategies
-    if name == "NO_SHARD":
-        raise ConfigError("the accelerate config asks FSDP for NO_SHARD, which is data parallel: launch without FSDP")
-    return name not in ("SHARD_GRAD_OP", "_HYBRID_SHARD_ZERO2")
 
 
 def shard(model: torch.nn.Module, units, device: torch.device, world_size: int, reshard: bool) -> torch.nn.Module:

@@ -160,13 +160,11 @@ def test_a_checkpoint_of_the_other_layout_is_refused_with_the_way_to_resume_it(t
 
 
 def test_the_launch_fsdp_settings_radd_follows_and_the_one_it_refuses(monkeypatch):
-    from radd_cli import sharding
-
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_VERSION", "2")
-    assert sharding.reshard_after_forward(Launch("MULTI_CPU"))
+    assert runtime.reshard_after_forward(Launch("MULTI_CPU"))
     monkeypatch.setenv("FSDP_RESHARD_AFTER_FORWARD", "false")  # SHARD_GRAD_OP's FSDP2 spelling
-    assert not sharding.reshard_after_forward(Launch("MULTI_CPU"))
+    assert not runtime.reshard_after_forward(Launch("MULTI_CPU"))
     monkeypatch.setenv("FSDP_OFFLOAD_PARAMS", "true")
     with pytest.raises(ConfigError, match="offload parameters to the CPU"):
-        sharding.reshard_after_forward(Launch("MULTI_CPU"))
+        runtime.reshard_after_forward(Launch("MULTI_CPU"))
