@@ -2,9 +2,10 @@
 
 Imported only by runtime.py, which reads the launch's accelerate config; the two are the only modules that
 touch torch.distributed. Each transformer block, then the whole network, goes through torch's `fully_shard`:
-a process keeps 1/N of every parameter (a DTensor's local shard) and gathers a block's full weights just before computing it. The optimizer and
-the EMA are elementwise, so each process updates the shards it owns. The trunk still runs under autocast
-(float32 master weights, norms and log-softmax), exactly as without sharding.
+a process keeps 1/N of every parameter (a DTensor's local shard) and gathers a block's full weights just
+before computing it. The optimizer and the EMA are elementwise, so each process updates the shards it owns.
+The trunk still runs under autocast (float32 master weights, norms and log-softmax), exactly as without
+sharding.
 
 Checkpoints hold the shards as written by torch.distributed.checkpoint: every process writes its own file
 into `sharded/` of the checkpoint folder (on a file system all machines see), and a checkpoint loads into
