@@ -168,3 +168,19 @@ def test_the_launch_fsdp_settings_radd_follows_and_the_one_it_refuses(monkeypatc
     monkeypatch.setenv("FSDP_OFFLOAD_PARAMS", "true")
     with pytest.raises(ConfigError, match="offload parameters to the CPU"):
         runtime.reshard_after_forward(Launch("MULTI_CPU"))
+
+
+def test_only_the_runtime_imports_accelerate():
+    import ast
+    from pathlib import Path
+
+    package = Path(runtime.__file__).parent
+    importers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(name == "accelerate" or name.startswith("accelerate.") for name in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"runtime.py"}
