@@ -19,11 +19,11 @@ import time
 
 import torch
 
-import radd_cli.runtime as runtime
-from radd_cli import benchmark
-from radd_cli.model import RADD
-from radd_cli.runtime import Precision, autocast
-from radd_cli.schedule import get_schedule
+import radd_cli.device as runtime
+from radd_cli.bench import timing as benchmark
+from radd_cli.core.model import RADD
+from radd_cli.core.schedule import get_schedule
+from radd_cli.device import Precision, autocast
 
 CPU = torch.device("cpu")
 PRECISIONS = (Precision.fp32, Precision.bf16)
@@ -62,10 +62,10 @@ def forward(repeats: int) -> dict:
 STEP = """
 import json, sys, time
 import numpy as np
-import radd_cli.runtime as runtime
-from radd_cli.learner import Learner
-from radd_cli.model import ModelShape
-from radd_cli.recipe import Recipe, TrainingSection
+import radd_cli.device as runtime
+from radd_cli.training.learner import Learner
+from radd_cli.core.model import ModelShape
+from radd_cli.training.recipe import Recipe, TrainingSection
 
 precision, steps = sys.argv[1], int(sys.argv[2])
 runtime.cpu_has_native_bf16 = lambda: True

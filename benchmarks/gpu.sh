@@ -36,7 +36,7 @@ sharded_run=(--recipe tiny model.hidden_size=256 model.n_heads=4 model.n_blocks=
     "data.cache_dir=$out/cache" --run-dir "$out/sharded-run")
 rm -rf "$out/sharded-run"
 { radd train "${sharded_run[@]}" training.steps=2 && radd train "${sharded_run[@]}" training.steps=3 \
-    && python -c "import sys; from radd_cli import RADD; RADD.from_pretrained(sys.argv[1]); print('final/ loads')" \
+    && python -c "import sys; import radd_cli; radd_cli.load(sys.argv[1]); print('final/ loads')" \
         "$out/sharded-run/final"; } > "$out/sharded-run.log" 2>&1 \
     && echo ok > "$out/sharded-run.ok" || { echo "the sharded run failed:"; tail -20 "$out/sharded-run.log"; }
 

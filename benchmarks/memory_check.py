@@ -22,11 +22,11 @@ MEASURE = """
 import json, resource, sys, time
 import numpy as np
 import torch
-import radd_cli.runtime as runtime
-from radd_cli.learner import Learner, layout
-from radd_cli.memory import training_memory
-from radd_cli.model import ModelConfig, ModelShape
-from radd_cli.recipe import Recipe, TrainingSection
+import radd_cli.device as runtime
+from radd_cli.training.learner import Learner, layout
+from radd_cli.training.memory import training_memory
+from radd_cli.core.model import ModelConfig, ModelShape
+from radd_cli.training.recipe import Recipe, TrainingSection
 
 width, blocks, vocab, length, batch, precision, checkpointing, sharding = json.loads(sys.argv[1])
 runtime.cpu_has_native_bf16 = lambda: True  # bf16 autocast runs (emulated) on any CPU: memory is what counts here

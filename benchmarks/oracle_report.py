@@ -7,9 +7,9 @@ import math
 
 import torch
 
-from radd_cli.losses import LOSSES, TRAINING_LOSSES
+from radd_cli.core.losses import LOSSES, TRAINING_LOSSES
+from radd_cli.core.schedule import get_schedule
 from radd_cli.sampling import expected_nfe, nfe_standard_deviation, sample
-from radd_cli.schedule import get_schedule
 from tests.oracle import ExactConditionals, chi_square, chi_square_limit, expected_total_variation, total_variation
 
 DRAWS = 20000

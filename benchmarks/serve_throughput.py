@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pydoc_data.topics
 import statistics
 import sys
 import tempfile
@@ -28,24 +29,24 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
-import pydoc_data.topics
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from radd_cli.benchmark import SIZES  # noqa: E402
+from radd_cli.bench.timing import SIZES  # noqa: E402
+from radd_cli.core.model import RADD, ModelConfig  # noqa: E402
 from radd_cli.files import write_text  # noqa: E402
-from radd_cli.inference import load_for_inference  # noqa: E402
-from radd_cli.model import RADD, ModelConfig  # noqa: E402
+from radd_cli.io.pretrained import save  # noqa: E402
+from radd_cli.io.inference import load_for_inference  # noqa: E402
+from radd_cli.io.tokenizer import train_tokenizer  # noqa: E402
 from radd_cli.sampling import SamplingConfig, generate  # noqa: E402
-from radd_cli.tokenizer import train_tokenizer  # noqa: E402
 from tests.serve_helpers import running_server  # noqa: E402
 
 
 def tiny_model(folder: Path) -> Path:
     tokenizer = train_tokenizer(list(pydoc_data.topics.topics.values()), SIZES["tiny"]["vocab_size"])
     config = ModelConfig(**{**SIZES["tiny"], "vocab_size": tokenizer.vocab_size}, dropout=0.0)
-    RADD(config).save_pretrained(folder, noise={"type": "loglinear", "eps": 1e-3}, tokenizer=tokenizer.hf)
+    save(RADD(config), folder, noise={"type": "loglinear", "eps": 1e-3}, tokenizer=tokenizer.hf)
     return folder
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from radd_cli.model import RADD, ModelConfig
+from radd_cli.core.model import RADD, ModelConfig
+from radd_cli.io.pretrained import save
 from tests.oracle import ExactConditionals
 
 TINY = ModelConfig(vocab_size=16, length=8, hidden_size=32, n_heads=4, n_blocks=2, dropout=0.0)
@@ -34,7 +35,7 @@ def oracle() -> ExactConditionals:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A saved tiny model with its own trained tokenizer (V = 300, L = 16), as `radd train` exports."""
-    from radd_cli.tokenizer import train_tokenizer
+    from radd_cli.io.tokenizer import train_tokenizer
 
     texts = [
         f"The {animal} sat on the {thing}. It was {mood}."
@@ -46,7 +47,8 @@ def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=tokenizer.vocab_size, length=16, hidden_size=32, n_heads=4, n_blocks=2, dropout=0.0)
     folder = tmp_path_factory.mktemp("tiny-checkpoint")
-    randomized(RADD(config), seed=1).save_pretrained(
+    save(
+        randomized(RADD(config), seed=1),
         folder, noise={"type": "loglinear", "eps": 1e-3}, tokenizer=tokenizer.hf
     )
     return folder

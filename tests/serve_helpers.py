@@ -16,9 +16,8 @@ import httpx
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from radd_cli import templates
-from radd_cli.inference import load_for_inference
-from radd_cli.sampling import SamplingConfig, generate
+from radd_cli.io.inference import load_for_inference
+from radd_cli.sampling import SamplingConfig, generate, templates
 
 ROOT = Path(__file__).parents[1]
 STARTUP_SECONDS = 120

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from radd_cli.core.losses import LOSSES, Loss
 from radd_cli.errors import ConfigError
-from radd_cli.losses import LOSSES, Loss
 from radd_cli.validation import Choice, limits, validate
 
 

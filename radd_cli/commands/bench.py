@@ -9,20 +9,21 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from radd_cli import benchmark
-from radd_cli.benchmark import Size
+from radd_cli.bench import timing as benchmark
+from radd_cli.bench.timing import Size
 from radd_cli.commands.options import BatchSizeOption, DeviceOption, JsonOption, PrecisionOption, check_writable
 from radd_cli.console import err, out
+from radd_cli.core.losses import Loss, TrainingLoss
+from radd_cli.core.model import RADD, Attention, ModelShape, shape_values
+from radd_cli.core.schedule import get_schedule
+from radd_cli.device import Precision, pick_device, resolve_precision
 from radd_cli.errors import ConfigError
 from radd_cli.files import write_atomically, write_text
-from radd_cli.inference import load_for_inference
-from radd_cli.losses import Loss, TrainingLoss
-from radd_cli.model import RADD, Attention, ModelShape, shape_values
-from radd_cli.pretrained import load
-from radd_cli.recipe import Recipe, TrainingSection
-from radd_cli.runtime import Precision, Sharding, build_runtime, pick_device, resolve_precision
+from radd_cli.io.inference import load_for_inference
+from radd_cli.io.pretrained import load
 from radd_cli.sampling import SAMPLERS
-from radd_cli.schedule import get_schedule
+from radd_cli.training.recipe import Recipe, TrainingSection
+from radd_cli.training.runtime import Sharding, build_runtime
 
 ModelChoice = Annotated[Optional[str], typer.Option("--model", "-m", help="A model folder or Hub id (else --size).")]
 SizeChoice = Annotated[Size, typer.Option("--size", help="Random weights of a named size.")]

@@ -8,14 +8,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from radd_cli import sampler_sweep
 from radd_cli.commands.bench import _check_outputs, _pyplot, _write_json
-from radd_cli.commands.options import BatchSizeOption, DeviceOption, JsonOption, PrecisionOption, ModelOption
+from radd_cli.commands.options import BatchSizeOption, DeviceOption, JsonOption, ModelOption, PrecisionOption
 from radd_cli.console import err, out, progress_bar
+from radd_cli.device import Precision
 from radd_cli.errors import ConfigError
+from radd_cli.evaluation import sampler_sweep
 from radd_cli.files import write_atomically
-from radd_cli.inference import load_for_inference
-from radd_cli.runtime import Precision
+from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import SAMPLERS, SamplingConfig, generate
 
 

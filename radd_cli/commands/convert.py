@@ -10,7 +10,7 @@ import typer
 from radd_cli.console import out
 from radd_cli.errors import RaddError
 from radd_cli.files import replace_folder
-from radd_cli.pretrained import load, save
+from radd_cli.io.pretrained import load, save
 
 
 def convert(

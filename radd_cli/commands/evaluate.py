@@ -12,7 +12,6 @@ import torch
 import typer
 from rich.table import Table
 
-from radd_cli import data
 from radd_cli.commands.options import (
     MAX_SEED,
     BatchSizeOption,
@@ -25,14 +24,17 @@ from radd_cli.commands.options import (
 )
 from radd_cli.commands.task_eval import evaluate_task
 from radd_cli.console import err, out, progress_bar
+from radd_cli.core.losses import Loss
+from radd_cli.data import sources as data
+from radd_cli.data.tasks import TaskName
+from radd_cli.device import Precision
 from radd_cli.errors import ConfigError, DataError
+from radd_cli.evaluation.perplexity import DEFAULT_MC_SAMPLES, PerplexityReport, evaluate_perplexity
 from radd_cli.files import write_text
-from radd_cli.evaluation import DEFAULT_MC_SAMPLES, PerplexityReport, evaluate_perplexity
-from radd_cli.inference import load_for_inference
-from radd_cli.losses import Loss
-from radd_cli.runtime import Precision, build_runtime, launched_as_one_of_many, relaunch_on_gpus
+from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import Method, SamplingConfig, Strategy
-from radd_cli.tasks import TaskName
+from radd_cli.training.launch import launched_as_one_of_many, relaunch_on_gpus
+from radd_cli.training.runtime import build_runtime
 
 
 def evaluate(
@@ -197,8 +199,8 @@ def _print_report(report: PerplexityReport, model: str, dataset: str, split: str
 
 
 def _generative(samples: Path, judge: str, batch_size: int, device: str, json_path: Path | None) -> None:
-    from radd_cli.sample_quality import generative_metrics, load_judge
-    from radd_cli.runtime import pick_device
+    from radd_cli.device import pick_device
+    from radd_cli.evaluation.sample_quality import generative_metrics, load_judge
 
     texts, token_ids = read_samples(samples)
     judge_model, judge_tokenizer = load_judge(judge, pick_device(device))

@@ -6,10 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from radd_cli import templates
 from radd_cli.commands import sampling_io
 from radd_cli.errors import ConfigError
-from radd_cli.sampling import SamplingConfig
+from radd_cli.sampling import SamplingConfig, templates
 
 
 @sampling_io.generation_command

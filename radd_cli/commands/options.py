@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from radd_cli.device import Precision
 from radd_cli.errors import ConfigError
-from radd_cli.runtime import Precision
 from radd_cli.sampling import MAX_STEPS, Confidence, Method, Remasking, StrategyName
 
 SEED_HELP = "Random seed; sample i uses seed + i, whatever the batch."

@@ -7,12 +7,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from radd_cli import prompting
 from radd_cli.commands import sampling_io
 from radd_cli.errors import DataError
-from radd_cli.inference import LoadedModel
-from radd_cli.sampling import SamplingConfig, check_results_fit
-from radd_cli.templates import check_text
+from radd_cli.io.inference import LoadedModel
+from radd_cli.sampling import SamplingConfig, check_results_fit, prompting
+from radd_cli.sampling.templates import check_text
 
 
 def read_prompts(prompts: list[str] | None, prompts_file: Path | None) -> list[str]:

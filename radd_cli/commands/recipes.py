@@ -12,7 +12,7 @@ from radd_cli.commands.options import check_writable
 from radd_cli.console import out
 from radd_cli.errors import RaddError
 from radd_cli.files import write_text
-from radd_cli.recipe import recipe_text, shipped_recipes
+from radd_cli.training.recipe import recipe_text, shipped_recipes
 
 
 def recipes(

@@ -20,13 +20,10 @@ from radd_cli.commands.options import (
     BatchSizeOption,
     BlockLengthOption,
     ConfidenceOption,
+    DeviceOption,
     EtaOption,
     GreedyOption,
     GuidanceOption,
-    RemaskingOption,
-    StopAtEosOption,
-    ThresholdOption,
-    DeviceOption,
     MethodOption,
     ModelOption,
     NoCacheOption,
@@ -34,20 +31,33 @@ from radd_cli.commands.options import (
     OrderOption,
     OutputOption,
     PrecisionOption,
+    RemaskingOption,
     SeedOption,
     StepsOption,
+    StopAtEosOption,
     StrategyOption,
     TemperatureOption,
+    ThresholdOption,
     TopKOption,
     TopPOption,
     check_writable,
 )
 from radd_cli.console import err, out, progress_bar
+from radd_cli.device import Precision
 from radd_cli.errors import ConfigError
 from radd_cli.files import write_text
-from radd_cli.inference import LoadedModel, load_for_inference
-from radd_cli.runtime import Precision
-from radd_cli.sampling import Confidence, Method, Remasking, SampleResult, SamplingConfig, Strategy, check_results_fit, generate, make_sampler
+from radd_cli.io.inference import LoadedModel, load_for_inference
+from radd_cli.sampling import (
+    Confidence,
+    Method,
+    Remasking,
+    SampleResult,
+    SamplingConfig,
+    Strategy,
+    check_results_fit,
+    generate,
+    make_sampler,
+)
 
 BYTES_PER_PRINTED_TOKEN = 64  # the token tensor, the token ids and text of each record, and the output file
 

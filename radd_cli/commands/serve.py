@@ -11,9 +11,9 @@ import typer
 from radd_cli.commands.options import DeviceOption, ModelOption, PrecisionOption
 from radd_cli.commands.sampling_io import sampling_command
 from radd_cli.console import err, out
+from radd_cli.device import Precision
 from radd_cli.errors import RaddError
-from radd_cli.inference import load_for_inference
-from radd_cli.runtime import Precision
+from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import SamplingConfig
 from radd_cli.validation import Choice
 

@@ -9,10 +9,11 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
-from radd_cli import tasks
 from radd_cli.console import out, progress_bar
+from radd_cli.data import tasks
+from radd_cli.evaluation import tasks as task_scoring
 from radd_cli.files import write_text
-from radd_cli.inference import load_for_inference
+from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import SamplingConfig
 
 
@@ -33,7 +34,7 @@ def evaluate_task(
     total = len(tasks.examples(task, split)[:limit])
     with progress_bar(transient=True) as bar, loaded.autocast():
         progress = bar.add_task(f"answering {total} prompts", total=total)
-        report = tasks.evaluate_task(
+        report = task_scoring.evaluate_task(
             loaded.model,
             loaded.schedule,
             loaded.tokenizer,
@@ -55,7 +56,7 @@ def evaluate_task(
     greedy = config.strategy.top_k == 1
     table.add_row("decoding", f"{config.method}, " + ("greedy" if greedy else f"top_k {config.strategy.top_k}"))
     for prompt, response, reference in report.examples:
-        mark = "[green]✓[/]" if tasks.exact_match(response, reference) else f"[red]✗[/] (expected {escape(reference)})"
+        mark = "[green]✓[/]" if task_scoring.exact_match(response, reference) else f"[red]✗[/] (expected {escape(reference)})"
         table.add_row(escape(prompt), f"{escape(response)}  {mark}")
     out.print(table)
     if json_path is not None:

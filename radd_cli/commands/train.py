@@ -12,8 +12,8 @@ import typer
 
 from radd_cli.commands.train_plan import print_plan
 from radd_cli.console import out
-from radd_cli.recipe import load_recipe
-from radd_cli.runtime import launched_as_one_of_many, relaunch_on_gpus
+from radd_cli.training.launch import launched_as_one_of_many, relaunch_on_gpus
+from radd_cli.training.recipe import load_recipe
 
 
 def train(
@@ -48,7 +48,7 @@ def train(
     ] = False,
 ) -> None:
     """Train a RADD model. Re-running the same command resumes from the last complete checkpoint."""
-    from radd_cli.trainer import Trainer
+    from radd_cli.training.trainer import Trainer
 
     loaded = load_recipe(recipe, overrides or [])  # validate everything before any work
     if dry_run:

@@ -13,12 +13,13 @@ import torch
 from rich.table import Table
 
 from radd_cli.console import out
-from radd_cli.learner import micro_batch_size
-from radd_cli.memory import Layout, gigabytes, training_memory
-from radd_cli.model import ModelConfig
-from radd_cli.recipe import Recipe
-from radd_cli.runtime import Precision, available_memory, plans_to_shard, resolve_precision
-from radd_cli.tokenizer import load_tokenizer
+from radd_cli.core.model import ModelConfig
+from radd_cli.data.sources import tokenizer_for
+from radd_cli.device import Precision, available_memory, resolve_precision
+from radd_cli.training.launch import plans_to_shard
+from radd_cli.training.learner import micro_batch_size
+from radd_cli.training.memory import Layout, gigabytes, training_memory
+from radd_cli.training.recipe import Recipe
 
 # Vocabulary sizes of tokenizers a dry run may not be able to load offline.
 KNOWN_VOCABULARIES = {"gpt2": 50257}
@@ -31,7 +32,7 @@ def vocabulary_size(recipe: Recipe) -> int:
         return recipe.tokenizer.vocab_size
     if name in KNOWN_VOCABULARIES and not Path(name).exists():
         return KNOWN_VOCABULARIES[name]
-    return load_tokenizer(name).vocab_size
+    return tokenizer_for(name).vocab_size
 
 
 def planned_layout(recipe: Recipe, processes: int, gpus: bool) -> Layout:

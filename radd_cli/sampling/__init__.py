@@ -1,3 +1,4 @@
+# ruff: noqa: I001  (the order of the sampler imports is the order of the registry)
 """Samplers (docs/sampling.md): one `SamplingConfig` in, sequences and their network calls out.
 
     config = SamplingConfig(method="tweedie", steps=256, strategy=Strategy("top_p", top_p=0.9))
@@ -15,8 +16,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from radd_cli.core.schedule import Schedule
+from radd_cli.core.scoring import unwrap, vocabulary
 from radd_cli.errors import ConfigError
-from radd_cli.sampling import planned  # noqa: F401, I001  (each module registers its samplers: tweedie first)
+from radd_cli.sampling import planned  # noqa: F401  (importing a module registers its samplers: tweedie, the default, first)
 from radd_cli.sampling import confidence, remasking  # noqa: F401
 from radd_cli.sampling.config import MAX_STEPS, Confidence, OrderName, Remasking, SamplingConfig
 from radd_cli.sampling.engine import (
@@ -35,8 +38,6 @@ from radd_cli.sampling.nfe import expected_nfe, nfe_standard_deviation, unmask_s
 from radd_cli.sampling.reference import sample_all_positions
 from radd_cli.sampling.strategy import Strategy, StrategyName, draw_categorical
 from radd_cli.sampling.windows import run_windows, trim_at_eos
-from radd_cli.schedule import Schedule
-from radd_cli.scoring import unwrap, vocabulary
 from radd_cli.validation import choices_of
 
 Method = choices_of("Method", SAMPLERS, __name__)

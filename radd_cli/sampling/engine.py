@@ -15,10 +15,10 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from radd_cli.core.schedule import Schedule
+from radd_cli.core.scoring import log_probs_at
+from radd_cli.device import available_memory
 from radd_cli.errors import ConfigError, NonFiniteError
-from radd_cli.runtime import available_memory
-from radd_cli.schedule import Schedule
-from radd_cli.scoring import log_probs_at
 
 SEED_LIMIT = 2**64  # torch generators take seeds in [0, 2^64)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from radd_cli.core.schedule import Schedule
 from radd_cli.errors import ConfigError
-from radd_cli.schedule import Schedule
 
 FINAL_TIME = 1e-5  # the time grid runs from 1 down to this
 DIFFUSION_METHODS = ("tweedie", "euler")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from radd_cli.core.masking import places
 from radd_cli.errors import ConfigError
-from radd_cli.masking import places
 from radd_cli.sampling.config import OrderName
 from radd_cli.sampling.engine import Query, Rows, Sampler, block_ids, register, split_evenly
 from radd_cli.sampling.nfe import expected_nfe, unmask_step_distribution

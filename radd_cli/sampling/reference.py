@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from radd_cli.masking import uniform
+from radd_cli.core.masking import uniform
+from radd_cli.core.schedule import Schedule
+from radd_cli.core.scoring import vocabulary
 from radd_cli.sampling.engine import SampleResult, model_device, template_tokens
 from radd_cli.sampling.nfe import move_probabilities
 from radd_cli.sampling.strategy import Strategy, draw_categorical
-from radd_cli.schedule import Schedule
-from radd_cli.scoring import vocabulary
 
 
 def sample_all_positions(

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from radd_cli.masking import seed_for
-from radd_cli.sampling.engine import SampleResult, Sampler, run
+from radd_cli.core.masking import seed_for
+from radd_cli.sampling.engine import Sampler, SampleResult, run
 
 
 def window_starts(length: int, window: int) -> list[int]:

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from radd_cli.errors import RaddError
-from radd_cli.inference import LoadedModel
+from radd_cli.io.inference import LoadedModel
 from radd_cli.sampling import SamplingConfig
 from radd_cli.serve import wire
 from radd_cli.serve.completions import Plan, plan

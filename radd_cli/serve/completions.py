@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from radd_cli import templates
 from radd_cli.errors import ConfigError
-from radd_cli.inference import LoadedModel
-from radd_cli.sampling import SAMPLERS, SamplingConfig, Strategy, make_sampler
+from radd_cli.io.inference import LoadedModel
+from radd_cli.sampling import SAMPLERS, SamplingConfig, Strategy, make_sampler, templates
 from radd_cli.sampling.config import SAMPLER_SETTINGS, OrderName
 from radd_cli.sampling.engine import new_rows, resolve_seeds
 from radd_cli.serve.scheduler import Job

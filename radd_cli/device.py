@@ -1,0 +1,128 @@
+"""The device and the precision a process computes in: what training, sampling, evaluation and serving share.
+
+`pick_device` turns `auto`/`cpu`/`cuda:N` into a device, `resolve_precision` turns `auto` into the precision
+that device runs in (docs/guarantees.md), `autocast` applies it to the network's trunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+import torch
+
+from radd_cli.errors import ConfigError
+from radd_cli.validation import Choice
+
+
+class Precision(Choice):
+    """The trunk's compute precision. Norms, log-softmax and master weights always stay in float32."""
+
+    auto = "auto"  # bf16 on GPUs and CPUs that support it, fp16 (with loss scaling) on older GPUs, else fp32
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+
+NATIVE_BF16_VARIABLE = "RADD_NATIVE_BF16"  # 1 or 0: behave as if this CPU had (or lacked) native bf16
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), where oneDNN's bf16 matmuls run about
+    twice as fast as float32; without either, bf16 is emulated and several times slower than float32.
+
+    RADD_NATIVE_BF16=1 or 0 overrides what the CPU reports, so every machine can take either path (the
+    tests run both ways)."""
+    forced = os.environ.get(NATIVE_BF16_VARIABLE, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise ConfigError(f"{NATIVE_BF16_VARIABLE}={forced!r}: set it to 1 or 0, or leave it unset to ask the CPU")
+    return _cpu_reports_native_bf16()
+
+
+@functools.cache
+def _cpu_reports_native_bf16() -> bool:
+    try:
+        capability = torch._C._cpu._get_cpu_capability()  # cpuinfo's view, on every platform
+        return bool(capability.get("avx512_bf16") or capability.get("amx_bf16"))
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str, device_type: str) -> Precision:
+    """The precision to run in on a device of this type (never `auto`)."""
+    requested = Precision(requested)
+    if device_type != "cuda":
+        if requested == Precision.fp16:
+            raise ConfigError("precision fp16 needs a GPU; use auto, bf16 or fp32 on the CPU")
+        if requested == Precision.bf16 and not cpu_has_native_bf16():
+            raise ConfigError(
+                "precision bf16 needs a GPU or a CPU with native bf16 (AVX-512 BF16 or AMX), where it is faster "
+                "than fp32; this CPU emulates it, slower than fp32: use auto or fp32"
+            )
+        if requested == Precision.auto:
+            return Precision.bf16 if cpu_has_native_bf16() else Precision.fp32
+        return requested
+    if requested == Precision.auto:
+        return Precision.bf16 if torch.cuda.is_bf16_supported() else Precision.fp16
+    return requested
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """`auto`/None → the first GPU when there is one, else the CPU; or exactly what was asked."""
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"--device {requested!r} is not a device (try cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {requested} asked for a GPU, but torch sees none; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {requested}: torch sees {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {requested}: radd runs on cpu or cuda devices")
+    return device
+
+
+def autocast(device: torch.device, precision: Precision):
+    """Autocast for the network's trunk (norms and log-softmax stay float32 inside the model)."""
+    if precision == Precision.fp32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == Precision.bf16 else torch.float16)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on `device` (the GPU's free memory, or the system's available RAM
+    within any cgroup limit); None when it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    found = []
+    try:
+        with open("/proc/meminfo") as handle:
+            found += [int(line.split()[1]) << 10 for line in handle if line.startswith("MemAvailable:")]
+    except OSError:
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
+            found.append(int(limit.read()) - int(used.read()))
+    except (OSError, ValueError):  # no cgroup v2 limit ("max") or no such files
+        pass
+    return min(found) if found else None
+
+
+def tune_for_speed(device: torch.device) -> None:
+    """TF32 matmuls on GPUs (the trunk runs in bf16 anyway); nothing on the CPU."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

@@ -1,0 +1,88 @@
+"""A thin wrapper over a transformers fast tokenizer: vocab_size, mask_id and eos for RADD.
+
+The mask token is not part of the tokenizer: it is id `vocab_size`, one past the real tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterable
+
+from radd_cli.errors import DataError
+
+EOS = "<|endoftext|>"
+MASK_TEXT = "[MASK]"
+
+
+class Tokenizer:
+    def __init__(self, hf_tokenizer, name: str):
+        self.hf = hf_tokenizer
+        self.name = name
+        self.vocab_size = len(hf_tokenizer)
+        self.mask_id = self.vocab_size
+        eos = hf_tokenizer.eos_token_id
+        if eos is None:
+            raise DataError(f"tokenizer {name} has no end-of-text token; radd separates documents with one")
+        self.eos_id = eos
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf(text, add_special_tokens=False)["input_ids"]
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.hf(texts, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`; mask ids (still-masked positions) show as [MASK]."""
+        pieces, run = [], []
+        for token in ids:
+            if int(token) >= self.vocab_size:
+                pieces.append(self.hf.decode(run))
+                pieces.append(MASK_TEXT)
+                run = []
+            else:
+                run.append(int(token))
+        pieces.append(self.hf.decode(run))
+        return "".join(pieces)
+
+    def fingerprint(self) -> str:
+        """A short hash of the tokenizer's full definition, for cache keys."""
+        return hashlib.sha256(self.hf.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+    def save(self, directory: str | Path) -> None:
+        self.hf.save_pretrained(str(directory))
+
+
+def load_tokenizer(name_or_path: str) -> Tokenizer:
+    """An HF tokenizer by Hub name (e.g. gpt2) or from a local folder (`radd_cli.data.tokenizer_for` also knows
+    the built-in languages' tokenizers by name)."""
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(str(name_or_path), use_fast=True)
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"cannot load the tokenizer {name_or_path!r} ({str(error).strip().splitlines()[0]}). Offline, download "
+            f"it where the Hub is reachable (`hf download {name_or_path} --local-dir DIR`) and give DIR instead"
+        ) from error
+    return Tokenizer(hf, str(name_or_path))
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    """A byte-level BPE tokenizer trained on `texts`, with <|endoftext|> as its only special token."""
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = RawTokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(texts, trainer=trainer)
+    hf = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=EOS, model_max_length=1 << 30)
+    return Tokenizer(hf, f"bpe-{vocab_size}")

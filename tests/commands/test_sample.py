@@ -1,0 +1,188 @@
+"""`radd sample` through Typer's CliRunner on a tiny checkpoint."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from radd_cli.cli import app
+from radd_cli.io.pretrained import load
+from tests.cli_helpers import assert_clean_error
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, ["sample", *map(str, args)])
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_sample_prints_samples_and_a_summary_and_writes_jsonl(tmp_path, tiny_checkpoint):
+    result = run("--model", tiny_checkpoint, "-n", 3, "--steps", 8, "--output", tmp_path / "s.jsonl")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("sample ") >= 3 and "NFE per sequence" in result.output and "expected" in result.output
+    assert "\x1b[" not in result.output  # plain when piped
+    rows = read_jsonl(tmp_path / "s.jsonl")
+    assert [row["seed"] for row in rows] == [0, 1, 2]
+    for row in rows:
+        assert set(row) >= {"index", "text", "token_ids", "seed", "nfe", "settings"}
+        assert len(row["token_ids"]) == 16 and 1 <= row["nfe"] <= 8
+        assert row["settings"]["steps"] == 8 and row["settings"]["method"] == "tweedie" and row["settings"]["cache"]
+    assert run("--model", tiny_checkpoint, "-n", 2, "--output", tmp_path / "s.txt").exit_code == 0
+    assert (tmp_path / "s.txt").read_text().strip()
+
+
+def test_same_seed_same_samples_whatever_the_batch_size(tmp_path, tiny_checkpoint):
+    for batch in (1, 4):
+        assert (
+            run(
+                "--model",
+                tiny_checkpoint,
+                "-n",
+                4,
+                "--batch-size",
+                batch,
+                "--seed",
+                7,
+                "--steps",
+                16,
+                "--output",
+                tmp_path / f"b{batch}.jsonl",
+            ).exit_code
+            == 0
+        )
+    one, four = read_jsonl(tmp_path / "b1.jsonl"), read_jsonl(tmp_path / "b4.jsonl")
+    assert [r["token_ids"] for r in one] == [r["token_ids"] for r in four]
+    assert (
+        run(
+            "--model", tiny_checkpoint, "-n", 1, "--seed", 9, "--steps", 16, "--output", tmp_path / "alone.jsonl"
+        ).exit_code
+        == 0
+    )
+    assert read_jsonl(tmp_path / "alone.jsonl")[0]["token_ids"] == one[2]["token_ids"]  # seed 7 + 2
+
+
+def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
+    (tmp_path / "order.txt").write_text(" ".join(map(str, reversed(range(16)))))
+    for extra in (
+        ["--method", "ordered"],
+        ["--method", "ordered", "--order", "backward"],
+        ["--method", "ordered", "--order", "random"],
+        ["--method", "ordered", "--order", tmp_path / "order.txt"],
+        ["--method", "euler", "--top-k", 5, "--steps", 8],
+        ["--top-p", 0.9, "--temperature", 0.7, "--steps", 8],
+    ):
+        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl")
+        assert result.exit_code == 0, (extra, result.output)
+        if "ordered" in extra:
+            assert all(row["nfe"] == 16 for row in read_jsonl(tmp_path / "o.jsonl"))
+    result = run("--model", tiny_checkpoint, "-n", 2, "--steps", 8, "--no-cache", "--output", tmp_path / "n.jsonl")
+    assert result.exit_code == 0 and all(row["nfe"] == 8 for row in read_jsonl(tmp_path / "n.jsonl"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--top-p", 0], "top_p: must be greater than 0"),
+        (["--top-p", 1.5], "top_p: must be at most 1"),
+        (["--top-k", 0], "top_k: must be at least 1"),
+        (["--steps", 0], "Invalid value for '--steps'"),
+        (["--top-p", 0.5, "--top-k", 3], "not both"),
+        (["--strategy", "top_p"], "strategy top_p needs a top_p value"),
+        (["--strategy", "greedy"], "'greedy' is not one of 'direct', 'top_p', 'top_k'"),
+        (["--method", "ancestral"], "'ancestral' is not one of 'tweedie', 'euler', 'ordered'"),
+        (["--order", "backward"], "--order applies to ordered, not to tweedie"),
+        (["--precision", "fp8"], "'fp8' is not one of"),
+        (["--method", "ordered", "--order", "sideways"], "is not forward, backward, random"),
+        (["--method", "ordered", "--steps", 8], "--steps applies to"),
+        (["--method", "threshold"], "--method threshold needs --threshold"),
+        (["--method", "threshold", "--threshold", 0], "threshold: must be greater than 0"),
+        (["--method", "threshold", "--threshold", 1.5], "threshold: must be at most 1"),
+        (["--method", "remdm", "--eta", -1], "eta: must be at least 0"),
+        (["--block-length", 5], "--block-length 5 must divide the sequence length 16"),
+        (["--guidance", 1], "--guidance needs given tokens"),
+        (["--confidence", "vibes"], "'vibes' is not one of 'probability', 'margin', 'entropy'"),
+        (["--method", "remdm", "--remasking", "always"], "'always' is not one of 'cap', 'rescale', 'conf', 'loop'"),
+        (["--greedy"], "--greedy applies to confidence, threshold, not to tweedie"),
+        (["--output", "samples.csv"], "use a .txt or .jsonl file"),
+        (["--device", "cuda:0"], "asked for a GPU"),
+        (["--dtype", "fp16"], "needs a GPU"),
+        (["--length", 0], "Invalid value for '--length'"),
+        (["--output", "nowhere/s.jsonl"], "the folder nowhere does not exist"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tiny_checkpoint, args, message):
+    assert_clean_error(run("--model", tiny_checkpoint, *args), message)
+
+
+@pytest.mark.parametrize("content", ['["a", "b"]', "[[0, 1], [2]]", "[0.5, 1]"])
+def test_bad_order_files(tmp_path, tiny_checkpoint, content):
+    (tmp_path / "order.json").write_text(content)
+    assert_clean_error(
+        run("--model", tiny_checkpoint, "--method", "ordered", "--order", tmp_path / "order.json"),
+        "expected whole-number positions",
+    )
+
+
+def test_missing_model_and_mismatched_tokenizer(tmp_path, tiny_checkpoint):
+    assert_clean_error(run("--model", tmp_path / "nowhere"), "no such folder", 1)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    model = load(broken, with_tokenizer=False).model
+    config = json.loads((broken / "config.json").read_text())
+    config["model"]["vocab_size"] = 299
+    (broken / "config.json").write_text(json.dumps(config))
+    state = {k: (v[1:] if v.shape[0] == 301 else v) for k, v in model.state_dict().items()}
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in state.items()}, broken / "model.safetensors")
+    assert_clean_error(run("--model", broken), "the model has 299 tokens but its tokenizer", 1)
+
+
+def test_a_model_with_nan_weights_is_an_error_not_samples(tmp_path, tiny_checkpoint):
+    from radd_cli.io.pretrained import load, save
+
+    broken = tmp_path / "nan-model"
+    bundle = load(tiny_checkpoint)
+    with torch.no_grad():
+        bundle.model.blocks[0].mlp[0].weight.fill_(float("nan"))
+    save(bundle.model, broken, noise=bundle.noise, tokenizer=bundle.tokenizer_source)
+    result = run("--model", broken, "-n", 2, "--output", tmp_path / "s.jsonl")
+    assert_clean_error(result, "the model produced NaN or infinite log-probabilities", 1)
+    assert not (tmp_path / "s.jsonl").exists()
+    from radd_cli.cli import app as root
+
+    evaluated = runner.invoke(root, ["eval", "--model", str(broken), "--dataset", "builtin", "--mc-samples", "2"])
+    assert_clean_error(evaluated, "the model produced NaN or infinite losses", 1)
+
+
+def test_a_vanishing_temperature_is_the_most_likely_token(tmp_path, tiny_checkpoint):
+    for name, extra in (("cold", ["--temperature", "1e-320"]), ("greedy", ["--top-k", "1"])):
+        result = run("--model", tiny_checkpoint, "-n", 3, "--steps", 4, *extra, "--output", tmp_path / f"{name}.jsonl")
+        assert result.exit_code == 0, result.output
+    cold, greedy = read_jsonl(tmp_path / "cold.jsonl"), read_jsonl(tmp_path / "greedy.jsonl")
+    assert [r["token_ids"] for r in cold] == [r["token_ids"] for r in greedy]
+
+
+def test_the_sampler_suite_from_the_command_line(tmp_path, tiny_checkpoint):
+    for extra in (
+        ["--method", "confidence", "--steps", 4, "--confidence", "margin", "--block-length", 8],
+        ["--method", "threshold", "--threshold", 0.3, "--greedy"],
+        ["--method", "remdm", "--steps", 6, "--remasking", "loop", "--eta", 0.1],
+        ["--method", "first_hitting"],
+        ["--length", 40, "--steps", 4],  # past the model's length (16): window by window
+        ["--stop-at-eos", "--steps", 4],
+    ):
+        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl")
+        assert result.exit_code == 0, (extra, result.output)
+        rows = read_jsonl(tmp_path / "o.jsonl")
+        assert len(rows) == 2 and all(row["nfe"] >= 1 for row in rows)
+        if "--length" in extra:
+            assert all(len(row["token_ids"]) == 40 for row in rows)
+        if "--stop-at-eos" in extra:
+            assert all(len(row["token_ids"]) <= 16 and row["settings"]["stop_at_eos"] for row in rows)

@@ -1,0 +1,25 @@
+"""Loading for sampling and evaluation: device and precision are checked before anything is read."""
+
+import pytest
+import torch
+
+from radd_cli.device import Precision
+from radd_cli.errors import CheckpointError, ConfigError
+from radd_cli.io.inference import load_for_inference
+
+
+def test_a_checkpoint_loads_in_eval_mode_with_its_tokenizer_and_schedule(tiny_checkpoint):
+    loaded = load_for_inference(str(tiny_checkpoint), "cpu", "auto")
+    assert not loaded.model.training and loaded.device == torch.device("cpu")
+    assert loaded.precision is Precision.fp32 and loaded.tokenizer.vocab_size == loaded.model.vocab_size
+    assert loaded.schedule.name == "loglinear"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_a_bad_device_or_precision_fails_before_the_model_is_looked_for(tmp_path):
+    with pytest.raises(ConfigError, match="asked for a GPU"):
+        load_for_inference(str(tmp_path / "nowhere"), "cuda")
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        load_for_inference(str(tmp_path / "nowhere"), "cpu", "fp16")
+    with pytest.raises(CheckpointError, match="no such folder"):
+        load_for_inference(str(tmp_path / "nowhere"), "cpu")

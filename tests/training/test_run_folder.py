@@ -1,0 +1,99 @@
+"""The run folder: one writer at a time (a lock the OS drops when its process dies), and the recipe check."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from radd_cli.errors import ConfigError, RaddError
+from radd_cli.training.recipe import load_recipe
+from radd_cli.training.run_folder import RunFolder
+
+HOLD_LOCK = """
+import sys, time
+from radd_cli.training.run_folder import RunFolder
+folder = RunFolder(sys.argv[1])
+folder.claim()
+folder.lock()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_busy_folder_is_refused_naming_the_process_that_holds_it(tmp_path):
+    first = RunFolder(tmp_path / "run")
+    first.claim()
+    first.lock()
+    with pytest.raises(RaddError, match=f"run is in use by radd train, pid {os.getpid()}, started .*one radd train"):
+        RunFolder(tmp_path / "run").lock()
+    first.unlock()
+    second = RunFolder(tmp_path / "run")
+    second.lock()  # free again
+    second.unlock()
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block_the_next_run(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RaddError, match=f"pid {holder.pid}"):
+            RunFolder(folder).lock()
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs
+        holder.wait(timeout=30)
+    assert f"pid {holder.pid}" in (folder / ".lock").read_text()  # the stale file is still there...
+    again = RunFolder(folder)
+    again.lock()  # ...and does not block
+    assert f"pid {os.getpid()}" in (folder / ".lock").read_text()
+    again.unlock()
+
+
+def test_partial_saves_are_found_and_removed_and_checkpoints_sorted(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    for name in ("step_10", "step_2", ".tmp-step_12", "notes"):
+        (folder.checkpoints / name).mkdir(parents=True)
+    assert [step for step, _ in folder.complete_checkpoints()] == [2, 10]
+    assert folder.latest_checkpoint().name == "step_10"
+    folder.tidy()
+    assert sorted(p.name for p in folder.checkpoints.iterdir()) == ["notes", "step_10", "step_2"]
+
+
+def test_a_run_refuses_a_different_recipe_but_takes_more_steps(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.claim()
+    folder.write_recipe(load_recipe("tiny"))
+    folder.check_continuation(load_recipe("tiny", ["training.steps=5000", "logging.every=3"]), restart=False)
+    with pytest.raises(ConfigError, match="different recipe \\(model.n_blocks: 3 → 4\\)"):
+        folder.check_continuation(load_recipe("tiny", ["model.n_blocks=4"]), restart=False)
+    (folder.checkpoints / "step_5").mkdir(parents=True)
+    (folder.checkpoints / "step_5" / "recipe.json").write_text(folder.recipe_file.read_text())
+    with pytest.raises(ConfigError, match="step_5 was trained with a different recipe \\(training.lr"):
+        folder.check_checkpoint_recipe(folder.checkpoints / "step_5", load_recipe("tiny", ["training.lr=1"]))
+
+
+def test_only_empty_or_radd_folders_are_claimed(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="is not empty and is not a radd run folder"):
+        RunFolder(tmp_path / "mine").claim()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        RunFolder(tmp_path / "file").claim()
+    RunFolder(tmp_path / "new" / "run").claim()
+    assert (tmp_path / "new" / "run" / ".radd-run").is_file()
+    RunFolder(tmp_path / "new" / "run").claim()  # radd's own: claimed again
+
+
+def test_restart_moves_the_run_aside_and_metrics_are_cut_back_to_the_resumed_step(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.claim()
+    folder.write_recipe(load_recipe("tiny"))
+    folder.metrics_file.write_text("".join(f'{{"step": {step}, "loss": 1}}\n' for step in range(1, 8)))
+    folder.keep_metrics_up_to(4)
+    assert [line[:11] for line in folder.metrics_file.read_text().splitlines()] == [f'{{"step": {s},' for s in (1, 2, 3, 4)]
+    folder.check_continuation(load_recipe("tiny", ["model.n_blocks=1"]), restart=True)
+    [aside] = folder.path.glob("replaced-*")
+    assert sorted(p.name for p in aside.iterdir()) == ["metrics.jsonl", "recipe.json"]
+    assert not folder.recipe_file.exists() and (folder.path / ".radd-run").is_file()
