@@ -13,13 +13,15 @@ from typer.core import TyperGroup
 
 try:  # recent Typer ships its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover - Typer on top of click
+    from click import get_current_context
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 from radd_cli import __version__
 from radd_cli.commands import bench, bench_quality, convert, evaluate, infill, recipes, sample, serve, train
 from radd_cli.console import err
-from radd_cli.errors import RaddError
+from radd_cli.errors import RaddError, Renderer, plain_name
 
 DEBUG_VARIABLE = "RADD_DEBUG"
 
@@ -60,8 +62,27 @@ app = typer.Typer(
 )
 
 
+def flag_names(command) -> Renderer:
+    """How a command names a setting in its errors: by its option (`--steps`, `--steps 64`, `--no-ema` for
+    ema=False), or by the field itself where it has no option of that name (a recipe key, say)."""
+    options = {param.name: param for param in command.params if getattr(param, "opts", None)}
+
+    def name(field: str, value: str | None = None) -> str:
+        option = options.get(field)
+        if option is None:
+            return plain_name(field, value)
+        flag = next((opt for opt in option.opts if opt.startswith("--")), option.opts[0])
+        if getattr(option, "is_flag", False):
+            negative = getattr(option, "secondary_opts", None)
+            return negative[0] if negative and value == "False" else flag
+        return flag if value is None else f"{flag} {value}"
+
+    return name
+
+
 def clean_errors(command: Callable) -> Callable:
-    """Print a RaddError as one line and exit with its code; RADD_DEBUG=1 shows the traceback."""
+    """Print a RaddError as one line, its settings named by this command's options, and exit with its code;
+    RADD_DEBUG=1 shows the traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -70,7 +91,8 @@ def clean_errors(command: Callable) -> Callable:
         except RaddError as error:
             if os.environ.get(DEBUG_VARIABLE):
                 raise
-            err.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False)
+            message = error.render(flag_names(get_current_context().command))
+            err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             err.print("Interrupted.")

@@ -63,11 +63,12 @@ def resolve_precision(requested: str, device_type: str) -> Precision:
     requested = Precision(requested)
     if device_type != "cuda":
         if requested == Precision.fp16:
-            raise ConfigError("precision fp16 needs a GPU; use auto, bf16 or fp32 on the CPU")
+            raise ConfigError("fp16 needs a GPU; use auto, bf16 or fp32 on the CPU", field="precision")
         if requested == Precision.bf16 and not cpu_has_native_bf16():
             raise ConfigError(
-                "precision bf16 needs a GPU or a CPU with native bf16 (AVX-512 BF16 or AMX), where it is faster "
-                "than fp32; this CPU emulates it, slower than fp32: use auto or fp32"
+                "bf16 needs a GPU or a CPU with native bf16 (AVX-512 BF16 or AMX), where it is faster than fp32; "
+                "this CPU emulates it, slower than fp32: use auto or fp32",
+                field="precision",
             )
         if requested == Precision.auto:
             return Precision.bf16 if cpu_has_native_bf16() else Precision.fp32
@@ -84,14 +85,14 @@ def pick_device(requested: str | None = None) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise ConfigError(f"--device {requested!r} is not a device (try cpu, cuda, cuda:1)") from None
+        raise ConfigError(f"{requested!r} is not a device (try cpu, cuda, cuda:1)", field="device") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {requested} asked for a GPU, but torch sees none; use --device cpu")
+            raise ConfigError(f"{requested} asks for a GPU, but torch sees none; use cpu", field="device")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {requested}: torch sees {torch.cuda.device_count()} GPU(s)")
+            raise ConfigError(f"{requested}: torch sees {torch.cuda.device_count()} GPU(s)", field="device")
     elif device.type != "cpu":
-        raise ConfigError(f"--device {requested}: radd runs on cpu or cuda devices")
+        raise ConfigError(f"{requested}: radd runs on cpu or cuda devices", field="device")
     return device
 
 

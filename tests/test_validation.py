@@ -47,7 +47,7 @@ def test_validate_coerces_strings_and_whole_numbers():
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as caught:
         Settings(colour="green", count=0, rate=1.0, limit=11, tags=["pink"], name=3)
-    assert caught.value.problems == [
+    assert [str(problem) for problem in caught.value.problems] == [
         "colour: 'green' is not one of 'red', 'blue'",
         "count: must be at least 1, got 0",
         "rate: must be less than 1.0, got 1.0",

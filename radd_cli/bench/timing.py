@@ -24,6 +24,7 @@ from radd_cli.core.model import RADD, ModelConfig
 from radd_cli.core.schedule import Schedule
 from radd_cli.core.scoring import unwrap
 from radd_cli.device import Precision, autocast
+from radd_cli.io.tokenizer import KNOWN_VOCABULARIES
 from radd_cli.sampling import SAMPLERS, expected_nfe, nfe_standard_deviation, sample, sample_all_positions
 from radd_cli.training.learner import Learner
 from radd_cli.training.recipe import Recipe
@@ -31,7 +32,7 @@ from radd_cli.training.runtime import Runtime
 from radd_cli.validation import choices_of
 
 # Named sizes for random-weight benchmarks; small and medium are the published shapes (docs/model-files.md).
-PUBLISHED = {"vocab_size": 50257, "length": 1024}  # GPT-2 vocabulary, the published training length
+PUBLISHED = {"vocab_size": KNOWN_VOCABULARIES["gpt2"], "length": 1024}  # the published models' vocabulary and length
 SIZES = {
     "tiny": {"hidden_size": 64, "n_heads": 4, "n_blocks": 2, "vocab_size": 2048, "length": 128},
     "small": {"hidden_size": 768, "n_heads": 12, "n_blocks": 12, **PUBLISHED},

@@ -11,7 +11,14 @@ from rich.table import Table
 
 from radd_cli.bench import timing as benchmark
 from radd_cli.bench.timing import Size
-from radd_cli.commands.options import BatchSizeOption, DeviceOption, JsonOption, PrecisionOption, check_writable
+from radd_cli.commands.options import (
+    BatchSizeOption,
+    DeviceOption,
+    JsonOption,
+    PrecisionOption,
+    SeedOption,
+    check_writable,
+)
 from radd_cli.console import err, out
 from radd_cli.core.losses import Loss, TrainingLoss
 from radd_cli.core.model import RADD, Attention, ModelShape, shape_values
@@ -116,7 +123,7 @@ def bench_sample(
         bool,
         typer.Option("--reference", help="Also time the all-positions-every-step sampler (the published code's way)."),
     ] = False,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed.")] = 0,
+    seed: SeedOption = 0,
     repeats: Annotated[
         int, typer.Option("--repeats", min=1, help="Time each setting this often; report the median.")
     ] = 3,
@@ -217,7 +224,7 @@ def bench_train(
     batch_size: BatchSizeOption = 32,
     accumulation: Annotated[int, typer.Option("--accumulation", min=1, help="Micro-batches per step.")] = 1,
     length: LengthOption = None,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Timed optimizer steps.")] = 10,
+    timed_steps: Annotated[int, typer.Option("--timed-steps", min=1, help="Optimizer steps to time.")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed steps first (compilation, caches).")] = 3,
     loss: Annotated[TrainingLoss, typer.Option("--loss", help="Training objective.")] = TrainingLoss.lambda_DCE,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
@@ -254,7 +261,7 @@ def bench_train(
     recipe = Recipe(model=ModelShape(**shape), training=training)
     runtime = build_runtime(precision, cpu=target.type == "cpu", sharding=sharding)
     result, network = benchmark.bench_train(
-        recipe, runtime, config.vocab_size, steps=steps, warmup=warmup, weights=weights
+        recipe, runtime, config.vocab_size, steps=timed_steps, warmup=warmup, weights=weights
     )
     if runtime.device.type == "cuda":
         result.peak_tflops = benchmark.matmul_peak_tflops(runtime.device)

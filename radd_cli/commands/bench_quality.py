@@ -9,7 +9,14 @@ import typer
 from rich.table import Table
 
 from radd_cli.commands.bench import _check_outputs, _pyplot, _write_json
-from radd_cli.commands.options import BatchSizeOption, DeviceOption, JsonOption, ModelOption, PrecisionOption
+from radd_cli.commands.options import (
+    BatchSizeOption,
+    DeviceOption,
+    JsonOption,
+    ModelOption,
+    PrecisionOption,
+    SeedOption,
+)
 from radd_cli.console import err, out, progress_bar
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError
@@ -21,28 +28,32 @@ from radd_cli.sampling import SAMPLERS, SamplingConfig, generate
 
 def bench_quality(
     model: ModelOption,
-    samples: Annotated[int, typer.Option("--samples", min=2, help="Samples per setting.")] = 256,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n", min=2, help="Samples per setting.")] = 256,
     batch_size: BatchSizeOption = 64,
-    only: Annotated[
-        Optional[str], typer.Option("--only", help="Sweep only these samplers, comma-separated (e.g. tweedie,threshold).")
+    methods: Annotated[
+        Optional[str],
+        typer.Option("--methods", help="Sweep only these samplers, comma-separated (e.g. tweedie,threshold)."),
     ] = None,
     windows: Annotated[
         int, typer.Option("--windows", min=0, help="Also write this many model lengths window by window and compare the seams.")
     ] = 0,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Sample i of every setting uses seed + i.")] = 0,
+    seed: SeedOption = 0,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Write quality against network calls to this PNG.")
     ] = None,
+    samples_alias: Annotated[Optional[int], typer.Option("--samples", min=2, hidden=True)] = None,  # 0.2's name
+    only_alias: Annotated[Optional[str], typer.Option("--only", hidden=True)] = None,  # 0.2's name
 ) -> None:
     """Sample quality against network calls for every sampler and a sweep of its settings.
 
     On the built-in Markov language (`radd train --recipe markov`) the samples are scored exactly: NLL per
     token under the true chain, forbidden transitions and entropy; on other models, entropy and distinct-n.
     """
-    rows = _chosen_rows(only)
+    samples = samples_alias if samples_alias is not None else num_samples
+    rows = _chosen_rows(only_alias if only_alias is not None else methods)
     _check_outputs(json_path, plot)
     loaded = load_for_inference(model, device, precision)
     length = loaded.model.config.length

@@ -16,9 +16,9 @@ from radd_cli.io.pretrained import load, save
 def convert(
     source: Annotated[str, typer.Argument(help="A published-layout folder, a Hub repo id, or a training-run folder.")],
     destination: Annotated[Path, typer.Argument(help="Folder to write config.json + model.safetensors to.")],
-    no_ema: Annotated[
-        bool, typer.Option("--no-ema", help="Training runs: use the raw weights, not the EMA ones.")
-    ] = False,
+    ema: Annotated[
+        bool, typer.Option("--ema/--no-ema", help="Training runs: use the EMA weights (--no-ema: the raw ones).")
+    ] = True,
     force: Annotated[bool, typer.Option("--force", help="Write into DST even if it is not empty.")] = False,
 ) -> None:
     """Convert a published RADD model (or a training run of the published code) to radd's layout."""
@@ -26,7 +26,7 @@ def convert(
         raise RaddError(f"{destination} is a file; give a folder to write the model to")
     if destination.is_dir() and any(destination.iterdir()) and not force:
         raise RaddError(f"{destination} is not empty; pass --force to write into it anyway")
-    bundle = load(source, ema=not no_ema, with_tokenizer=False)
+    bundle = load(source, ema=ema, with_tokenizer=False)
 
     def write(folder: Path) -> None:
         save(bundle.model, folder, noise=bundle.noise, tokenizer=bundle.tokenizer_source)

@@ -13,15 +13,16 @@ import typer
 from rich.table import Table
 
 from radd_cli.commands.options import (
-    MAX_SEED,
     BatchSizeOption,
     DeviceOption,
     JsonOption,
     MethodOption,
     PrecisionOption,
+    SeedOption,
     StepsOption,
     check_writable,
 )
+from radd_cli.commands.relaunch import relaunch_on_gpus
 from radd_cli.commands.task_eval import evaluate_task
 from radd_cli.console import err, out, progress_bar
 from radd_cli.core.losses import Loss
@@ -33,7 +34,7 @@ from radd_cli.evaluation.perplexity import DEFAULT_MC_SAMPLES, PerplexityReport,
 from radd_cli.files import write_text
 from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import Method, SamplingConfig, Strategy
-from radd_cli.training.launch import launched_as_one_of_many, relaunch_on_gpus
+from radd_cli.training.launch import launched_as_one_of_many
 from radd_cli.training.runtime import build_runtime
 
 
@@ -59,12 +60,12 @@ def evaluate(
         Optional[float],
         typer.Option("--target-se", help="Stop adding draws once the standard error of NLL/token is below this."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the Monte-Carlo draws.")] = 0,
+    seed: SeedOption = 0,
     json_path: JsonOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs of this machine to shard the blocks over.")] = 1,
-    cache_dir: Annotated[str, typer.Option("--cache-dir", help="Where tokenized data is cached.")] = "~/.cache/radd",
+    cache_dir: Annotated[str, typer.Option("--cache-dir", help="Where tokenized data is cached.")] = data.DEFAULT_CACHE,
     samples: Annotated[
         Optional[Path], typer.Option("--samples", help="A .jsonl from radd sample, for generative quality.")
     ] = None,

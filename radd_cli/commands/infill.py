@@ -34,8 +34,8 @@ def infill(
     if template is not None and length is not None:
         raise ConfigError("--length goes with --prefix/--suffix; a --template sets its length with [MASK:n] spans")
     segments = templates.parse_template(template) if template is not None else None
-    templates.check_text(prefix, "--prefix")
-    templates.check_text(suffix, "--suffix")
+    templates.check_text(prefix, "prefix")
+    templates.check_text(suffix, "suffix")
     loaded = draw.load()
     if segments is not None:
         filled = templates.build_template(segments, loaded.tokenizer)

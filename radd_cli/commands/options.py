@@ -6,6 +6,9 @@ anything else at parse time, before a model, tokenizer or dataset is touched.
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,9 +16,10 @@ import typer
 
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError
-from radd_cli.sampling import MAX_STEPS, Confidence, Method, Remasking, StrategyName
+from radd_cli.sampling import MAX_STEPS, Method
+from radd_cli.validation import field_label
 
-SEED_HELP = "Random seed; sample i uses seed + i, whatever the batch."
+SEED_HELP = "Random seed: sample (or draw) i uses seed + i, so results do not depend on --batch-size."
 MAX_SEED = 2**63 - 1
 
 ModelOption = Annotated[
@@ -34,47 +38,49 @@ JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write t
 SeedOption = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help=SEED_HELP)]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per network call.")]
 
-# Sampling (radd sample, radd infill)
 NumSamplesOption = Annotated[int, typer.Option("--num-samples", "-n", min=1, help="How many sequences to draw.")]
 StepsOption = Annotated[
     Optional[int],
     typer.Option("--steps", min=1, max=MAX_STEPS, help="Diffusion steps (default: the length)."),
 ]
 MethodOption = Annotated[Method, typer.Option("--method", help="The sampler; ordered unmasks one position per call.")]
-OrderOption = Annotated[
-    str, typer.Option("--order", help="For --method ordered: forward, backward, random, or a file of positions.")
-]
-StrategyOption = Annotated[
-    Optional[StrategyName],
-    typer.Option("--strategy", help="How tokens are drawn (default: from --top-p/--top-k, else direct)."),
-]
-TopPOption = Annotated[
-    Optional[float], typer.Option("--top-p", help="Nucleus sampling: keep the top tokens of this mass.")
-]
-TopKOption = Annotated[Optional[int], typer.Option("--top-k", help="Keep only the k most likely tokens.")]
-TemperatureOption = Annotated[float, typer.Option("--temperature", help="Divide the log-probabilities by this.")]
-NoCacheOption = Annotated[
-    bool, typer.Option("--no-cache", help="Call the network on every row at every step (the uncached baseline).")
-]
-BlockLengthOption = Annotated[
-    Optional[int],
-    typer.Option("--block-length", min=1, help="Fill blocks of this many positions left to right (semi-autoregressive)."),
-]
-ConfidenceOption = Annotated[
-    Confidence, typer.Option("--confidence", help="confidence, threshold: how sure the network is of a proposal.")
-]
-GreedyOption = Annotated[
-    bool, typer.Option("--greedy", help="confidence, threshold: propose the most likely token instead of a draw.")
-]
-ThresholdOption = Annotated[
-    Optional[float], typer.Option("--threshold", help="threshold: unmask every position at least this confident.")
-]
-RemaskingOption = Annotated[Remasking, typer.Option("--remasking", help="remdm: the remasking schedule.")]
-EtaOption = Annotated[float, typer.Option("--eta", help="remdm: the remasking strength η.")]
-GuidanceOption = Annotated[
-    float, typer.Option("--guidance", help="Classifier-free guidance weight w for conditional generation (0: none).")
-]
-StopAtEosOption = Annotated[bool, typer.Option("--stop-at-eos", help="Trim each sample at its first end-of-text token.")]
+
+
+def setting_options(cls, *, choices: dict[str, type] | None = None) -> dict[str, tuple[object, object]]:
+    """Typer options made from a settings dataclass: `--field-name` per field, with the field's type, default,
+    help and whole-number range; a nested settings dataclass (SamplingConfig's Strategy) gives one option per
+    field of its own. `choices` types a plain-string field by a Choice (the registry's names, say).
+    Returns {parameter name: (annotated type, default)}; the parameter name is the field's label."""
+    hints, options = typing.get_type_hints(cls), {}
+    for field in dataclasses.fields(cls):
+        kind = (choices or {}).get(field.name, hints[field.name])
+        if dataclasses.is_dataclass(kind):
+            options.update(setting_options(kind))
+            continue
+        name, default = field_label(field), field.default
+        if name == "strategy":  # from top_p / top_k when not given (Strategy.from_options)
+            kind, default = Optional[kind], None
+        options[name] = (Annotated[_option_type(kind), _option(name, kind, default, field.metadata)], default)
+    return options
+
+
+def _option_type(kind):
+    """What Typer parses a field of type `kind` as: plain values for unions with a tensor (positions in code)."""
+    members = [member for member in typing.get_args(kind) if member is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(members) > 1:
+        return members[0]
+    return kind
+
+
+def _option(name: str, kind, default, metadata) -> typer.models.OptionInfo:
+    flag = "--" + name.replace("_", "-")
+    if kind is bool:
+        flag = f"{flag}/--no-{flag[2:]}" if default else flag  # a setting on by default is turned off with --no-…
+    whole = int in (kind, *typing.get_args(kind))
+    ranges = {"min": metadata.get("low"), "max": metadata.get("high")} if whole else {}
+    return typer.Option(flag, help=metadata.get("help"), **{key: value for key, value in ranges.items() if value is not None})
+
+
 OutputOption = Annotated[
     Optional[Path],
     typer.Option("--output", "-o", help="Write the samples to a .txt or .jsonl (text, ids, seed, NFE, settings)."),

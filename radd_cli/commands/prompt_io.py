@@ -18,7 +18,7 @@ def read_prompts(prompts: list[str] | None, prompts_file: Path | None) -> list[s
     """The --prompt texts, then the rows of --prompts FILE; checked before any model is loaded."""
     texts = list(prompts or [])
     for text in texts:
-        check_text(text, "--prompt")
+        check_text(text, "prompt")
     if prompts_file is not None:
         texts += read_prompt_file(prompts_file)
     return texts

@@ -18,69 +18,28 @@ from rich.table import Table
 
 from radd_cli.commands.options import (
     BatchSizeOption,
-    BlockLengthOption,
-    ConfidenceOption,
     DeviceOption,
-    EtaOption,
-    GreedyOption,
-    GuidanceOption,
-    MethodOption,
     ModelOption,
-    NoCacheOption,
     NumSamplesOption,
-    OrderOption,
     OutputOption,
     PrecisionOption,
-    RemaskingOption,
     SeedOption,
-    StepsOption,
-    StopAtEosOption,
-    StrategyOption,
-    TemperatureOption,
-    ThresholdOption,
-    TopKOption,
-    TopPOption,
     check_writable,
+    setting_options,
 )
 from radd_cli.console import err, out, progress_bar
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError
 from radd_cli.files import write_text
 from radd_cli.io.inference import LoadedModel, load_for_inference
-from radd_cli.sampling import (
-    Confidence,
-    Method,
-    Remasking,
-    SampleResult,
-    SamplingConfig,
-    Strategy,
-    check_results_fit,
-    generate,
-    make_sampler,
-)
+from radd_cli.sampling import Method, SampleResult, SamplingConfig, check_results_fit, generate, make_sampler
+from radd_cli.sampling.config import from_settings
 
 BYTES_PER_PRINTED_TOKEN = 64  # the token tensor, the token ids and text of each record, and the output file
 
-# The options `radd sample` and `radd infill` share: (type, default). A command decorated with
-# `generation_command` receives the sampling ones as one SamplingConfig (`config`) and the rest as `draw`.
-SAMPLING_OPTIONS = {
-    "steps": (StepsOption, None),
-    "method": (MethodOption, Method.tweedie),
-    "order": (OrderOption, "forward"),
-    "strategy": (StrategyOption, None),
-    "top_p": (TopPOption, None),
-    "top_k": (TopKOption, None),
-    "temperature": (TemperatureOption, 1.0),
-    "no_cache": (NoCacheOption, False),
-    "block_length": (BlockLengthOption, None),
-    "confidence": (ConfidenceOption, Confidence.probability),
-    "greedy": (GreedyOption, False),
-    "threshold": (ThresholdOption, None),
-    "remasking": (RemaskingOption, Remasking.cap),
-    "eta": (EtaOption, 0.02),
-    "guidance": (GuidanceOption, 0.0),
-    "stop_at_eos": (StopAtEosOption, False),
-}
+# The options `radd sample`, `radd infill` and `radd serve` share, made from SamplingConfig's fields. A command
+# decorated with `generation_command` receives them as one SamplingConfig (`config`) and the others as `draw`.
+SAMPLING_OPTIONS = setting_options(SamplingConfig, choices={"method": Method})
 DRAW_OPTIONS = {
     "model": (ModelOption, ...),
     "num_samples": (NumSamplesOption, 4),
@@ -165,11 +124,9 @@ class Request:
         return range(self.seed, self.seed + self.num_samples)
 
 
-def sampling_config(*, strategy, top_p, top_k, temperature, no_cache, **settings) -> SamplingConfig:
+def sampling_config(**settings) -> SamplingConfig:
     """The one SamplingConfig the sampling options describe; every problem is found before any loading."""
-    return SamplingConfig(
-        strategy=Strategy.from_options(strategy, top_p, top_k, temperature), cache=not no_cache, **settings
-    )
+    return from_settings(settings)
 
 
 def draw(

@@ -10,9 +10,10 @@ from typing import Annotated, Optional
 import torch
 import typer
 
+from radd_cli.commands.relaunch import relaunch_on_gpus
 from radd_cli.commands.train_plan import print_plan
 from radd_cli.console import out
-from radd_cli.training.launch import launched_as_one_of_many, relaunch_on_gpus
+from radd_cli.training.launch import launched_as_one_of_many
 from radd_cli.training.recipe import load_recipe
 
 

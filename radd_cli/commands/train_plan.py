@@ -16,13 +16,11 @@ from radd_cli.console import out
 from radd_cli.core.model import ModelConfig
 from radd_cli.data.sources import tokenizer_for
 from radd_cli.device import Precision, available_memory, resolve_precision
+from radd_cli.io.tokenizer import KNOWN_VOCABULARIES
 from radd_cli.training.launch import plans_to_shard
 from radd_cli.training.learner import micro_batch_size
 from radd_cli.training.memory import Layout, gigabytes, training_memory
 from radd_cli.training.recipe import Recipe
-
-# Vocabulary sizes of tokenizers a dry run may not be able to load offline.
-KNOWN_VOCABULARIES = {"gpt2": 50257}
 
 
 def vocabulary_size(recipe: Recipe) -> int:

@@ -18,8 +18,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from radd_cli.core.scoring import SelectiveScorer
-from radd_cli.errors import ConfigError
+from radd_cli.errors import ConfigError, Problem, setting
 from radd_cli.validation import Choice, field_problems, limits
+
+HEAD_CHUNK = 4096  # positions per chunk of the output projection when scoring targets
 
 
 class Attention(Choice):
@@ -42,12 +44,15 @@ class ModelShape:
 
     def __post_init__(self) -> None:
         problems = field_problems(self)
-        if not any(p.startswith(("hidden_size", "n_heads")) for p in problems) and (
+        if not any(p.field in ("hidden_size", "n_heads") for p in problems) and (
             self.hidden_size % self.n_heads or (self.hidden_size // self.n_heads) % 2
         ):
             problems.append(
-                f"hidden_size ({self.hidden_size}) must be a multiple of n_heads ({self.n_heads}) "
-                "with an even quotient (rotary embeddings)"
+                Problem(
+                    "hidden_size",
+                    f"{self.hidden_size} must be a multiple of {setting('n_heads')} ({self.n_heads}) with an even "
+                    "quotient (rotary embeddings)",
+                )
             )
         if problems:
             raise ConfigError(problems)
@@ -201,7 +206,7 @@ class RADD(SelectiveScorer):
         self.rotary_emb = Rotary(config.head_dim)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
         self.output_layer = OutputLayer(config.hidden_size, config.vocab_size + 1)
-        self.chunk_size = 4096  # positions per chunk of output projection when scoring targets
+        self.chunk_size = HEAD_CHUNK
         # Training keeps only each block's input and recomputes the block in the backward pass (less memory,
         # about a third more compute); the results are the same. Set by the trainer (training.activation_checkpointing).
         self.activation_checkpointing = False

@@ -35,6 +35,7 @@ from radd_cli.files import WriteError, cause, remove, write_atomically
 from radd_cli.io.tokenizer import Tokenizer, load_tokenizer
 
 BUILTIN = "builtin"
+DEFAULT_CACHE = "~/.cache/radd"  # where token streams are cached (data.cache_dir, radd eval --cache-dir)
 LOCAL_SPLITS = ("train", "validation", "all")
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".json")
 VALIDATION_EVERY = 20  # one document in 20 is held out of `train` for local and built-in sources
@@ -302,7 +303,7 @@ def blocks(stream: np.ndarray, length: int, source: str = "the data") -> np.ndar
     count = len(stream) // length
     if count == 0:
         raise DataError(
-            f"{source} has {len(stream)} tokens, fewer than one block of {length}; give more data or a shorter block length (--length)"
+            f"{source} has {len(stream)} tokens, fewer than one block of {length}; give more data or a shorter block length"
         )
     return stream[: count * length].reshape(count, length)
 

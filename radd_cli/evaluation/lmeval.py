@@ -60,7 +60,7 @@ class RaddLM(LM):
         if likelihood not in ("exact", "monte_carlo"):
             raise ValueError(f"likelihood={likelihood!r}: use exact or monte_carlo")
         if device and device.startswith("cuda") and not torch.cuda.is_available():  # lm-eval's default is cuda:0
-            logging.getLogger(__name__).warning("--device %s: torch sees no GPU; using the CPU", device)
+            logging.getLogger(__name__).warning("device=%s: torch sees no GPU; using the CPU", device)
             device = "cpu"
         self.loaded = load_for_inference(str(pretrained), device or "auto", precision)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16  # "auto" → a sensible default

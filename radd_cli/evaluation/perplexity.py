@@ -22,7 +22,7 @@ from torch import nn
 from radd_cli.core.losses import DETERMINISTIC_LOSSES, LOSSES
 from radd_cli.core.masking import seed_for
 from radd_cli.core.schedule import Schedule
-from radd_cli.errors import ConfigError, DataError, NonFiniteError
+from radd_cli.errors import ConfigError, DataError, NonFiniteError, Problem
 
 DEFAULT_MC_SAMPLES = 1024  # draws per block in the published protocol
 
@@ -159,8 +159,12 @@ def evaluate_perplexity(
     world_size: int = 1,
     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    given: np.ndarray | None = None,
 ) -> PerplexityReport:
     """Monte-Carlo NLL of `blocks` (B, L) under `loss`, with its standard error and 95% interval.
+
+    `given` (B, L) bool marks positions that are conditioned on, never masked or scored (prompts): the NLL is
+    then that of the rest given them, still per token of the block.
 
     Draws are added in rounds, one more per block each round (more when there are few blocks), until
     `mc_samples` draws per block or, with `target_se`, until the standard error is below it. Blocks
@@ -170,7 +174,7 @@ def evaluate_perplexity(
     num_blocks, length = blocks.shape
     draws = 1 if loss in DETERMINISTIC_LOSSES else mc_samples
     if num_blocks == 1 and draws == 1 and loss not in DETERMINISTIC_LOSSES:
-        raise ConfigError("a single block needs at least 2 Monte-Carlo draws for an error bar; raise --mc-samples")
+        raise ConfigError("a single block needs at least 2 Monte-Carlo draws for an error bar; raise it", field="mc_samples")
     per_round = max(1, min(draws, batch_size // num_blocks))
     if target_se is not None:
         per_round = max(per_round, 2 if num_blocks == 1 else 1)
@@ -183,8 +187,9 @@ def evaluate_perplexity(
             batch = items[start : start + batch_size]
             generator = torch.Generator().manual_seed(seed_for(seed, rank, done, start))
             x0 = torch.from_numpy(blocks[batch].astype(np.int64)).to(device)
+            condition = {} if given is None else {"given": torch.from_numpy(np.asarray(given[batch])).to(device)}
             with torch.no_grad(), autocast() if autocast else contextlib.nullcontext():
-                values = LOSSES[loss](model, x0, schedule, generator=generator)
+                values = LOSSES[loss](model, x0, schedule, generator=generator, **condition)
             if not torch.isfinite(values).all():
                 raise NonFiniteError(
                     f"the model produced NaN or infinite losses (blocks {sorted(set(batch.tolist()))[:3]}); its weights "
@@ -224,13 +229,13 @@ def evaluate_perplexity(
 def _check(loss: str, mc_samples: int, batch_size: int, target_se: float | None, blocks: np.ndarray) -> None:
     problems = []
     if loss not in LOSSES:
-        problems.append(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        problems.append(Problem("loss", f"unknown objective {loss!r}; choose one of {', '.join(LOSSES)}"))
     if mc_samples < 1:
-        problems.append(f"--mc-samples must be at least 1, got {mc_samples}")
+        problems.append(Problem("mc_samples", f"must be at least 1, got {mc_samples}"))
     if batch_size < 1:
-        problems.append(f"--batch-size must be at least 1, got {batch_size}")
+        problems.append(Problem("batch_size", f"must be at least 1, got {batch_size}"))
     if target_se is not None and not 0 < target_se < math.inf:
-        problems.append(f"--target-se must be a positive number, got {target_se}")
+        problems.append(Problem("target_se", f"must be a positive number, got {target_se}"))
     if problems:
         raise ConfigError(problems)
     if blocks.ndim != 2 or len(blocks) == 0:

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from radd_cli.core.model import RADD, ModelConfig, ModelShape, shape_values
 from radd_cli.core.schedule import Schedule, schedule_from_config
-from radd_cli.errors import CheckpointError, ConfigError
+from radd_cli.errors import CheckpointError, ConfigError, setting
 from radd_cli.files import WRITE_ERRORS, WriteError, cause, remove, temporary_sibling, write_atomically, write_text
 from radd_cli.io.tokenizer import Tokenizer, load_tokenizer
 
@@ -319,7 +319,9 @@ def parameter_order(keys) -> list[str]:
 
 def apply_ema(state_dict: dict, ema: dict | None, where: Path) -> dict:
     if not isinstance(ema, dict) or "shadow_params" not in ema:
-        raise CheckpointError(f"{where} has no EMA weights (`ema.shadow_params`); pass --no-ema to use the raw ones")
+        raise CheckpointError(
+            f"{where} has no EMA weights (`ema.shadow_params`); set {setting('ema', False)} to use the raw ones"
+        )
     names = parameter_order(state_dict)
     shadow = ema["shadow_params"]
     if len(shadow) != len(names):

@@ -12,6 +12,8 @@ from typing import Iterable
 from radd_cli.errors import DataError
 
 EOS = "<|endoftext|>"
+# Vocabulary sizes of well-known tokenizers, for what must not need their download (a dry run, named sizes).
+KNOWN_VOCABULARIES = {"gpt2": 50257}  # the published models' GPT-2 tokenizer
 MASK_TEXT = "[MASK]"
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from radd_cli.errors import ConfigError
+from radd_cli.errors import ConfigError, setting
 from radd_cli.sampling.config import Confidence
 from radd_cli.sampling.engine import Query, Rows, Sampler, block_ids, register, split_evenly
 from radd_cli.sampling.strategy import draw_categorical
@@ -88,7 +88,11 @@ class TopConfidence(ConfidenceOrdered):
         super().__init__(*args)
         self.shares = split_evenly(self.steps, int(self.blocks.max()) + 1)  # steps of each block
         if min(self.shares) < 1:
-            raise ConfigError(f"--steps {self.steps} is fewer than the {len(self.shares)} blocks; give at least one per block")
+            raise ConfigError(
+                f"{self.steps} is fewer than the {len(self.shares)} blocks of {setting('block_length')} "
+                f"{self.config.block_length}; give at least one step per block",
+                field="steps",
+            )
 
     def start(self, rows: Rows) -> None:
         """Each row's plan: how many positions each of its calls unmasks (calls that would unmask none are dropped)."""

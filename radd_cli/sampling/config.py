@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
-from radd_cli.errors import ConfigError
+from radd_cli.errors import ConfigError, Problem
 from radd_cli.sampling.engine import SAMPLERS
 from radd_cli.sampling.strategy import Strategy
-from radd_cli.validation import Choice, limits, validate
+from radd_cli.validation import Choice, about, field_label, limits, validate
 
 MAX_STEPS = 1_000_000  # the step tables cost memory in proportion; far past any change in the samples
 
@@ -41,82 +41,116 @@ class Remasking(Choice):
     loop = "loop"  # ordinary steps, then a phase at fixed α that remasks with σ = η, then ordinary again
 
 
-# Sampler-specific settings: their defaults, and the option that sets each on the command line.
-SAMPLER_SETTINGS = {
-    "steps": (None, "--steps"),
-    "order": (OrderName.forward, "--order"),
-    "cache": (True, "--no-cache"),
-    "block_length": (None, "--block-length"),
-    "confidence": (Confidence.probability, "--confidence"),
-    "greedy": (False, "--greedy"),
-    "threshold": (None, "--threshold"),
-    "remasking": (Remasking.cap, "--remasking"),
-    "eta": (0.02, "--eta"),
-}
-
-
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How to sample (docs/sampling.md, docs/sampling-suite.md).
+    """How to sample (docs/sampling.md, docs/sampling-suite.md): every setting, with its default and help, in one
+    place. The command line's options (`radd sample`, `radd infill`, `radd serve`), the recipes' `sampling`
+    section and the server's request fields are all made from these fields.
 
-    - `method`: a registered sampler (`radd_cli.sampling.SAMPLERS`: tweedie, euler, ordered, confidence, ...);
-    - `steps`: diffusion steps (default: one per position of the sequence);
-    - `strategy`: temperature and top-p / top-k;
-    - `order`: for samplers that take one: forward, backward, random, a file of positions
-      (whitespace-separated, or a JSON list), or the positions as a sequence or tensor ((L,) or (N, L));
-    - `cache`: call the network only on rows whose tokens changed (exact); False is the uncached baseline;
-    - `block_length`: fill blocks of this many positions left to right, each with its share of the steps;
-    - `confidence`, `greedy`: what ranks positions in the confidence-ordered samplers, and whether they
-      propose the most likely token (greedy) or a draw;
-    - `threshold`: unmask every position at least this confident (threshold decoding);
-    - `remasking`, `eta`: ReMDM's remasking schedule and strength;
-    - `guidance`: classifier-free guidance weight w (0: none) for conditional generation;
-    - `stop_at_eos`: trim each sample at its first end-of-text token.
-    Settings that a method does not use are refused when they differ from their defaults.
+    Settings that only some samplers use (those listed in a sampler's `settings`) are refused for the others when
+    they differ from their defaults; a sampler's `required` settings must be given.
     """
 
-    method: str = "tweedie"
-    steps: int | None = field(default=None, metadata=limits(low=1, high=MAX_STEPS))
+    method: str = field(default="tweedie", metadata=about("The sampler; ordered unmasks one position per call."))
+    steps: int | None = field(
+        default=None, metadata=limits(low=1, high=MAX_STEPS, help="Diffusion steps (default: one per position).")
+    )
     strategy: Strategy = Strategy()
-    order: str | torch.Tensor = field(default="forward", compare=False)
-    cache: bool = True
-    block_length: int | None = field(default=None, metadata=limits(low=1))
-    confidence: Confidence = Confidence.probability
-    greedy: bool = False
-    threshold: float | None = field(default=None, metadata=limits(above=0.0, high=1.0))
-    remasking: Remasking = Remasking.cap
-    eta: float = field(default=0.02, metadata=limits(low=0.0))
-    guidance: float = field(default=0.0, metadata=limits(low=0.0))
-    stop_at_eos: bool = False
+    order: str | torch.Tensor = field(
+        default="forward",
+        compare=False,
+        metadata=about(
+            "For ordered: forward, backward, random, or a file of positions (whitespace-separated or a JSON "
+            "list); in code also the positions, (L,) or one row per sample (N, L)."
+        ),
+    )
+    cache: bool = field(
+        default=True,
+        metadata=about("Call the network only on rows whose tokens changed (exact); off: every row at every step."),
+    )
+    block_length: int | None = field(
+        default=None,
+        metadata=limits(low=1, help="Fill blocks of this many positions left to right (semi-autoregressive)."),
+    )
+    confidence: Confidence = field(
+        default=Confidence.probability, metadata=about("confidence, threshold: how sure the network is of a proposal.")
+    )
+    greedy: bool = field(
+        default=False, metadata=about("confidence, threshold: propose the most likely token instead of a draw.")
+    )
+    threshold: float | None = field(
+        default=None,
+        metadata=limits(above=0.0, high=1.0, help="threshold: unmask every position at least this confident."),
+    )
+    remasking: Remasking = field(default=Remasking.cap, metadata=about("remdm: the remasking schedule."))
+    eta: float = field(default=0.02, metadata=limits(low=0.0, help="remdm: the remasking strength η."))
+    guidance: float = field(
+        default=0.0,
+        metadata=limits(low=0.0, help="Classifier-free guidance weight w for conditional generation (0: none)."),
+    )
+    stop_at_eos: bool = field(default=False, metadata=about("Trim each sample at its first end-of-text token."))
 
     def __post_init__(self) -> None:
         validate(self)
         if self.method not in SAMPLERS:
-            raise ConfigError(f"method: unknown sampler {self.method!r}; choose one of {', '.join(SAMPLERS)}")
+            raise ConfigError(f"{self.method!r} is not one of {', '.join(map(repr, SAMPLERS))}", field="method")
         object.__setattr__(self, "order", _order_spec(self.order))
-        sampler = SAMPLERS[self.method]
-        for name, (default, option) in SAMPLER_SETTINGS.items():
-            value = getattr(self, name)
-            changed = not (isinstance(value, str) and value == default) if name == "order" else value != default
-            if changed and name not in sampler.settings:
+        sampler, problems = SAMPLERS[self.method], []
+        for name in sorted(sampler_specific() - sampler.settings, key=FIELD_ORDER.index):
+            if differs_from_default(self, name):
                 takers = [n for n, s in SAMPLERS.items() if name in s.settings]
-                raise ConfigError(f"{option} applies to {', '.join(takers)}, not to {self.method}")
-        for name in sampler.required:
-            if getattr(self, name) is None:
-                raise ConfigError(f"--method {self.method} needs {SAMPLER_SETTINGS[name][1]}")
+                problems.append(Problem(name, f"applies to {', '.join(takers)}, not to {self.method}"))
+        problems += [
+            Problem(name, f"the {self.method} sampler needs it") for name in sampler.required if getattr(self, name) is None
+        ]
+        if problems:
+            raise ConfigError(problems)
 
     def to_dict(self) -> dict:
         """The settings as JSON-ready values, for output files."""
-        order = self.order if isinstance(self.order, str) else "custom"
-        values = {name: getattr(self, name) for name in SAMPLER_SETTINGS if name != "order"}
-        return {
-            "method": self.method,
-            **values,
-            **self.strategy.to_dict(),
-            "order": order,
-            "guidance": self.guidance,
-            "stop_at_eos": self.stop_at_eos,
-        }
+        values = {name: getattr(self, name) for name in FIELD_ORDER if name != "strategy"}
+        values["order"] = self.order if isinstance(self.order, str) else "custom"
+        return {**values, **self.strategy.to_dict()}
+
+
+FIELD_ORDER = [f.name for f in fields(SamplingConfig)]
+DEFAULTS = {f.name: f.default for f in fields(SamplingConfig)}
+STRATEGY_SETTINGS = tuple(field_label(f) for f in fields(Strategy))  # strategy, top_p, top_k, temperature
+FLAT_SETTINGS = tuple(name for name in FIELD_ORDER if name != "strategy") + STRATEGY_SETTINGS
+
+
+def from_settings(given: dict, base: SamplingConfig | None = None) -> SamplingConfig:
+    """`base` (the defaults when None) with the flat settings `given` on top — the command line's options, a
+    request's fields (FLAT_SETTINGS: every field, the strategy's spelt out). `top_p`, `top_k` or `strategy` make a
+    new strategy (`temperature` alone keeps base's); a new `method` drops base's settings that it does not take."""
+    unknown = sorted(set(given) - set(FLAT_SETTINGS))
+    if unknown:
+        raise ConfigError(f"unknown sampling setting {unknown[0]!r}; the settings are {', '.join(FLAT_SETTINGS)}")
+    base = base if base is not None else SamplingConfig()
+    values = {name: getattr(base, name) for name in FIELD_ORDER if name != "strategy"}
+    if "method" in given and given["method"] in SAMPLERS:  # base's settings for another sampler do not carry over
+        for name in sampler_specific() - SAMPLERS[given["method"]].settings:
+            values[name] = DEFAULTS[name]
+    values.update({name: value for name, value in given.items() if name not in STRATEGY_SETTINGS})
+    old = base.strategy
+    temperature = given.get("temperature", old.temperature)
+    if any(given.get(name) is not None for name in ("strategy", "top_p", "top_k")):
+        strategy = Strategy.from_options(given.get("strategy"), given.get("top_p"), given.get("top_k"), temperature)
+    else:
+        strategy = Strategy(old.name, old.top_p, old.top_k, temperature)
+    return SamplingConfig(**values, strategy=strategy)
+
+
+def sampler_specific() -> set[str]:
+    """The settings that only some samplers take (each sampler lists its own in `settings`)."""
+    return set().union(*(sampler.settings for sampler in SAMPLERS.values()))
+
+
+def differs_from_default(config: SamplingConfig, name: str) -> bool:
+    value = getattr(config, name)
+    if name == "order":  # positions are never the default
+        return not (isinstance(value, str) and value == DEFAULTS[name])
+    return value != DEFAULTS[name]
 
 
 def _order_spec(order) -> OrderName | torch.Tensor:
@@ -129,20 +163,20 @@ def _order_spec(order) -> OrderName | torch.Tensor:
         return _read_order_file(order)
     positions = torch.as_tensor(order)
     if positions.is_floating_point() or positions.dtype == torch.bool or positions.dim() not in (1, 2):
-        raise ConfigError("order: give the positions as whole numbers, (L,) or one row per sample (N, L)")
+        raise ConfigError("give the positions as whole numbers, (L,) or one row per sample (N, L)", field="order")
     return positions.long()
 
 
 def _read_order_file(path: Path) -> torch.Tensor:
     if not path.is_file():
-        raise ConfigError(f"--order {str(path)!r} is not {', '.join(OrderName.names())}, or a file of positions")
+        raise ConfigError(f"{str(path)!r} is not {', '.join(OrderName.names())}, or a file of positions", field="order")
     try:
         text = path.read_text()
         values = json.loads(text) if path.suffix == ".json" else [int(v) for v in text.split()]
     except (ValueError, UnicodeDecodeError, OSError):
         values = None
     if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ConfigError(f"--order {path}: expected whole-number positions, whitespace-separated or as a JSON list")
+        raise ConfigError(f"{path}: expected whole-number positions, whitespace-separated or as a JSON list", field="order")
     if any(not 0 <= v < 2**31 for v in values):
-        raise ConfigError(f"--order {path}: positions must be between 0 and the length - 1")
+        raise ConfigError(f"{path}: positions must be between 0 and the length - 1", field="order")
     return torch.tensor(values, dtype=torch.long)

@@ -240,11 +240,11 @@ def resolve_seeds(seeds, num_samples: int, generator: torch.Generator | None):
     if not isinstance(seeds, range):
         seeds = list(seeds)
     if len(seeds) != num_samples:
-        raise ConfigError(f"{len(seeds)} seeds for {num_samples} samples; give one seed per sample")
+        raise ConfigError(f"{len(seeds)} for {num_samples} samples; give one seed per sample", field="seeds")
     ends = [seeds[0], seeds[-1]] if isinstance(seeds, range) else seeds
     bad = [seed for seed in ends if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT]
     if bad:
-        raise ConfigError(f"seeds must be whole numbers in 0..2^64-1, got {bad[0]!r}")
+        raise ConfigError(f"must be whole numbers in 0..2^64-1, got {bad[0]!r}", field="seeds")
     return seeds
 
 
@@ -263,7 +263,7 @@ def block_ids(length: int, block_length: int | None) -> torch.Tensor:
     if block_length is None:
         return torch.zeros(length, dtype=torch.long)
     if length % block_length:
-        raise ConfigError(f"--block-length {block_length} must divide the sequence length {length}")
+        raise ConfigError(f"{block_length} must divide the sequence length {length}", field="block_length")
     return torch.arange(length) // block_length
 
 

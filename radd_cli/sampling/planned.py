@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from radd_cli.core.masking import places
-from radd_cli.errors import ConfigError
+from radd_cli.errors import ConfigError, setting
 from radd_cli.sampling.config import OrderName
 from radd_cli.sampling.engine import Query, Rows, Sampler, block_ids, register, split_evenly
 from radd_cli.sampling.nfe import expected_nfe, unmask_step_distribution
@@ -64,7 +64,11 @@ class Diffusion(Planned):
         self.blocks = block_ids(self.length, self.config.block_length)  # (L,)
         self.shares = split_evenly(self.steps, int(self.blocks.max()) + 1)  # steps of each block
         if min(self.shares) < 1:
-            raise ConfigError(f"--steps {self.steps} is fewer than the {len(self.shares)} blocks; give at least one per block")
+            raise ConfigError(
+                f"{self.steps} is fewer than the {len(self.shares)} blocks of {setting('block_length')} "
+                f"{self.config.block_length}; give at least one step per block",
+                field="steps",
+            )
         self.offsets = torch.tensor([0, *self.shares[:-1]]).cumsum(0)  # first step of each block
         self.cdfs = {share: self._cdf(share) for share in set(self.shares)}
 
@@ -162,12 +166,10 @@ def check_orders(order: torch.Tensor, index: list[int], length: int) -> torch.Te
     if order.dim() == 1:
         order = order.expand(max(index) + 1, -1)
     if order.shape[1] != length or order.shape[0] <= max(index):
-        raise ConfigError(
-            f"the order has shape {tuple(order.shape)}; it must be ({length},) or (num_samples, {length})"
-        )
+        raise ConfigError(f"has shape {tuple(order.shape)}; it must be ({length},) or (num_samples, {length})", field="order")
     picked = order[index].cpu()
     if not torch.equal(picked.sort(dim=1).values, torch.arange(length).expand_as(picked)):
-        raise ConfigError(f"the order must be a permutation of the positions 0..{length - 1}")
+        raise ConfigError(f"must be a permutation of the positions 0..{length - 1}", field="order")
     return picked.contiguous()
 
 

@@ -26,9 +26,18 @@ from torch import nn
 from radd_cli.core.masking import seed_for
 from radd_cli.core.schedule import Schedule
 from radd_cli.core.scoring import unwrap, vocabulary
-from radd_cli.errors import ConfigError, RaddError
+from radd_cli.errors import ConfigError, RaddError, setting
 from radd_cli.sampling.config import SamplingConfig
-from radd_cli.sampling.engine import SAMPLERS, Rows, SampleResult, Sampler, advance, new_rows, template_tokens
+from radd_cli.sampling.engine import (
+    SAMPLERS,
+    Rows,
+    Sampler,
+    SampleResult,
+    SamplingError,
+    advance,
+    new_rows,
+    template_tokens,
+)
 
 
 def window_starts(length: int, window: int) -> list[int]:
@@ -144,9 +153,9 @@ def make_job(
     vocab_size, mask_id = vocabulary(model)
     start = template_tokens(template, length, mask_id, vocab_size, rows=len(seeds))
     if config.guidance and bool((start == mask_id).all()):
-        raise ConfigError("guidance needs given tokens to guide by: a template, a prefix or suffix, or a prompt")
+        raise ConfigError("needs given tokens to guide by: a template, a prefix or suffix, or a prompt", field="guidance")
     if config.stop_at_eos and eos_id is None:
-        raise ConfigError("stop_at_eos needs the end-of-text token id (eos_id)")
+        raise ConfigError(f"needs the end-of-text token id ({setting('eos_id')})", field="stop_at_eos")
     window = model_length(model) or length
     sampler = make_sampler(model, schedule, config, min(length, window))
     rows = start if start.dim() == 2 else start.expand(len(seeds), -1)  # (n, L)
@@ -269,9 +278,9 @@ class RowPool:
             failed = advance(self.model, groups)
             self.network_calls += 1
             return {keys[i]: error for i, error in failed.items()}
-        except RaddError as error:
+        except Exception as error:  # noqa: BLE001 — the call itself failed: find whose rows made it fail
             if len(keys) == 1:
-                return {keys[0]: error}
+                return {keys[0]: error if isinstance(error, RaddError) else SamplingError(error)}
         failures = {}
         for key in keys:
             failures |= self._advance([key])

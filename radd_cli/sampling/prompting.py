@@ -32,11 +32,11 @@ class Response:
 
 def encode_prompt(prompt: str, tokenizer: Tokenizer, chat: bool = False) -> list[int]:
     """The prompt's tokens; with `chat`, the prompt is a user message rendered by the chat template."""
-    check_text(prompt, "--prompt")
+    check_text(prompt, "prompt")
     if not chat:
         return tokenizer.encode(prompt)
     if not getattr(tokenizer.hf, "chat_template", None):
-        raise ConfigError(f"--chat: the tokenizer {tokenizer.name} has no chat template; leave --chat out")
+        raise ConfigError(f"the tokenizer {tokenizer.name} has no chat template; leave it out", field="chat")
     text = tokenizer.hf.apply_chat_template(
         [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
     )

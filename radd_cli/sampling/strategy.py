@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from radd_cli.errors import ConfigError
-from radd_cli.validation import Choice, limits, validate
+from radd_cli.errors import ConfigError, setting
+from radd_cli.validation import Choice, about, limits, validate
 
 
 class StrategyName(Choice):
@@ -21,31 +21,38 @@ class StrategyName(Choice):
 class Strategy:
     """Temperature, then top-k or top-p, applied to the model's log-probabilities."""
 
-    name: StrategyName = StrategyName.direct
-    top_p: float | None = field(default=None, metadata=limits(above=0.0, high=1.0))
-    top_k: int | None = field(default=None, metadata=limits(low=1))
-    temperature: float = field(default=1.0, metadata=limits(above=0.0))
+    name: StrategyName = field(
+        default=StrategyName.direct,
+        metadata=about("How tokens are drawn (default: from top_p or top_k when given, else direct).", label="strategy"),
+    )
+    top_p: float | None = field(
+        default=None, metadata=limits(above=0.0, high=1.0, help="Nucleus sampling: keep the top tokens of this mass.")
+    )
+    top_k: int | None = field(default=None, metadata=limits(low=1, help="Keep only the k most likely tokens."))
+    temperature: float = field(default=1.0, metadata=limits(above=0.0, help="Divide the log-probabilities by this."))
 
     def __post_init__(self) -> None:
         validate(self)
         if self.name == StrategyName.top_p and self.top_p is None:
-            raise ConfigError("strategy top_p needs a top_p value in (0, 1] (--top-p)")
+            raise ConfigError("strategy top_p needs a value in (0, 1]", field="top_p")
         if self.name == StrategyName.top_k and self.top_k is None:
-            raise ConfigError("strategy top_k needs a top_k value of at least 1 (--top-k)")
+            raise ConfigError("strategy top_k needs a value of at least 1", field="top_k")
         for name in (StrategyName.top_p, StrategyName.top_k):
             if getattr(self, name.value) is not None and self.name != name:
                 raise ConfigError(
-                    f"{name}={getattr(self, name.value)} is given but the strategy is {self.name}; use strategy {name}"
+                    f"{getattr(self, name.value)} is given but the strategy is {self.name}; use strategy {name}",
+                    field=name.value,
                 )
 
     @classmethod
     def from_options(
         cls, name: str | None, top_p: float | None, top_k: int | None, temperature: float = 1.0
     ) -> Strategy:
-        """The strategy the command-line options describe; without a name, --top-p or --top-k picks it."""
+        """The strategy that flat settings describe (the command line's, a request's); without a name, top_p or
+        top_k picks it."""
         if name is None:
             if top_p is not None and top_k is not None:
-                raise ConfigError("give --top-p or --top-k, not both")
+                raise ConfigError(f"give {setting('top_p')} or {setting('top_k')}, not both")
             name = StrategyName.top_p if top_p is not None else StrategyName.top_k if top_k is not None else "direct"
         return cls(name, top_p, top_k, temperature)
 

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from radd_cli.errors import ConfigError
+from radd_cli.errors import ConfigError, setting
 from radd_cli.io.tokenizer import Tokenizer
 
 MAX_SPAN = 1 << 20  # tokens in one [MASK:n] span; a model's length bounds the whole template anyway
@@ -68,21 +68,21 @@ class Infill:
         return render_spans(tokens, self.free[: len(tokens)], tokenizer)
 
 
-def check_text(text: str | None, option: str) -> None:
-    """Refuse text that is not valid Unicode (bytes that were not UTF-8 on the command line)."""
+def check_text(text: str | None, name: str) -> None:
+    """Refuse text that is not valid Unicode (bytes that were not UTF-8 on the command line); `name` is its setting."""
     if text is None:
         return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
         raise ConfigError(
-            f"{option} holds bytes that are not UTF-8 text (at character {error.start + 1}); give UTF-8 text"
+            f"holds bytes that are not UTF-8 text (at character {error.start + 1}); give UTF-8 text", field=name
         ) from None
 
 
 def parse_template(text: str) -> list[Segment]:
     """The segments of a `--template` string, in order; adjacent text (literal brackets included) is one."""
-    check_text(text, "--template")
+    check_text(text, "template")
     segments: list[Segment] = []
     literal: list[str] = []
     i = 0
@@ -159,22 +159,23 @@ def prefix_suffix_template(prefix: str | None, suffix: str | None, length: int, 
     An empty string counts as not given. Text is kept as written: a suffix that should follow the
     generated words after a space must start with one.
     """
-    check_text(prefix, "--prefix")
-    check_text(suffix, "--suffix")
+    check_text(prefix, "prefix")
+    check_text(suffix, "suffix")
     if not prefix and not suffix:
         raise ConfigError(
-            "infilling needs fixed text: give --prefix and/or --suffix (with --length), or --template; "
-            "for unconditional text use `radd sample`"
+            f"infilling needs fixed text: give {setting('prefix')} and/or {setting('suffix')} (with "
+            f"{setting('length')}), or {setting('template')}; for unconditional text use `radd sample`"
         )
     if not 1 <= length <= MAX_SPAN:
-        raise ConfigError(f"--length is {length}; it must be between 1 and {MAX_SPAN} tokens")
+        raise ConfigError(f"is {length}; it must be between 1 and {MAX_SPAN} tokens", field="length")
     head = tokenizer.encode(prefix) if prefix else []
     tail = tokenizer.encode(suffix) if suffix else []
     fixed = len(head) + len(tail)
     if fixed >= length:
         raise ConfigError(
             f"prefix ({len(head)} tokens) + suffix ({len(tail)} tokens) = {fixed} tokens leave no free position "
-            f"in --length {length}; raise --length or shorten them"
+            f"in {length}; raise it or shorten them",
+            field="length",
         )
     segments = [Segment(prefix)] if head else []
     segments.append(Segment(None, length - fixed))

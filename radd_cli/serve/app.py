@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from radd_cli.errors import RaddError
+from radd_cli.errors import RaddError, setting
 from radd_cli.io.inference import LoadedModel
 from radd_cli.sampling import SamplingConfig
 from radd_cli.serve import wire
@@ -302,7 +302,7 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind(info[4])
     except OSError as error:
         raise RaddError(
-            f"cannot listen on {host}:{port} ({error.strerror or error}); choose another --host or --port"
+            f"cannot listen on {host}:{port} ({error.strerror or error}); choose another {setting('host')} or {setting('port')}"
         ) from None
     return sock
 

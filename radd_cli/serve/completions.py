@@ -11,7 +11,6 @@ which checks them exactly as the command line does.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import secrets
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ import torch
 
 from radd_cli.errors import ConfigError
 from radd_cli.io.inference import LoadedModel
-from radd_cli.sampling import SAMPLERS, SamplingConfig, Strategy, templates
-from radd_cli.sampling.config import SAMPLER_SETTINGS, OrderName
+from radd_cli.sampling import SamplingConfig, templates
+from radd_cli.sampling.config import FLAT_SETTINGS, OrderName, from_settings
 from radd_cli.sampling.engine import resolve_seeds
 from radd_cli.sampling.pool import Job, first_generated_eos, make_job
 from radd_cli.serve.wire import ApiError, CompletionRequest
@@ -35,10 +34,10 @@ class StreamMode(Choice):
     denoising = "denoising"  # each choice's whole partially denoised text after every network call
 
 
-CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingConfig) if f.name != "strategy")
-FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SamplingConfig)}
-# radd's own request fields, beside the OpenAI ones (temperature and top_p are OpenAI's)
-RADD_FIELDS = (*CONFIG_FIELDS, "strategy", "top_k", "template", "stream_mode")
+OPENAI_SETTINGS = ("temperature", "top_p")  # sampling settings the OpenAI request has fields for
+# radd's own request fields, beside the OpenAI ones: every other sampling setting, a template, the stream mode
+SETTING_FIELDS = tuple(name for name in FLAT_SETTINGS if name not in OPENAI_SETTINGS)
+RADD_FIELDS = (*SETTING_FIELDS, "template", "stream_mode")
 
 
 @dataclass
@@ -82,7 +81,7 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
             for j, (infill, _) in enumerate(filled)
         ]
     except ConfigError as error:
-        raise config_error(error, "seed" if str(error).startswith("seeds") else None) from None
+        raise config_error(error) from None
     live = not any(job.sampler.remasks for job in jobs)
     eos = loaded.tokenizer.eos_id if config.stop_at_eos else None
     choices = [
@@ -95,22 +94,12 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
 
 
 def sampling_config(defaults: SamplingConfig, request: CompletionRequest, extras: dict) -> SamplingConfig:
-    """The server's defaults with the request's settings on top, checked by SamplingConfig and Strategy."""
-    base = defaults.strategy
-    if "strategy" in extras or "top_k" in extras or request.top_p is not None:
-        name, top_p, top_k = extras.get("strategy"), request.top_p, extras.get("top_k")
-    else:
-        name, top_p, top_k = base.name, base.top_p, base.top_k
-    temperature = base.temperature if request.temperature is None else request.temperature
-    strategy = Strategy.from_options(name, top_p, top_k, temperature)
-    settings = {name: extras.get(name, getattr(defaults, name)) for name in CONFIG_FIELDS}
-    method = SAMPLERS.get(settings["method"]) if isinstance(settings["method"], str) else None
-    if method is not None and "method" in extras:  # the server's settings for another sampler do not carry over
-        for name in SAMPLER_SETTINGS.keys() - method.settings - extras.keys():
-            settings[name] = FIELD_DEFAULTS[name]
-    if "order" in extras:
-        settings["order"] = request_order(extras["order"])
-    return SamplingConfig(**settings, strategy=strategy)
+    """The server's defaults with the request's settings on top, checked as the command line's are."""
+    given = {name: extras[name] for name in SETTING_FIELDS if name in extras}
+    given |= {name: getattr(request, name) for name in OPENAI_SETTINGS if getattr(request, name) is not None}
+    if "order" in given:
+        given["order"] = request_order(given["order"])
+    return from_settings(given, defaults)
 
 
 def request_order(order):
@@ -123,22 +112,17 @@ def request_order(order):
     ):
         return order
     raise ConfigError(
-        f"order: {order!r} is not one of {', '.join(OrderName.names())}, nor positions as a list of whole "
-        "numbers (one list per choice for different orders)"
+        f"{order!r} is not one of {', '.join(OrderName.names())}, nor positions as a list of whole numbers (one "
+        "list per choice for different orders)",
+        field="order",
     )
 
 
-def config_error(error: ConfigError, param: str | None = None) -> ApiError:
-    """A settings error as a 400; its `param` is read from the first problem (`field: ...` or `--option ...`)."""
-    first = error.problems[0]
-    option = first.startswith("--")
-    field = first.split()[0].removeprefix("--").replace("-", "_") if option else first.split(":")[0].strip()
-    field = {"name": "strategy", "no_cache": "cache"}.get(field, field)
-    if param is None and (field in RADD_FIELDS or field in ("temperature", "top_p")):
-        param = field
-    elif param is None and "order" in first:  # the sampler found the given order of the wrong shape
-        param = "order"
-    return ApiError(400, str(error).replace("name:", "strategy:"), param=param)
+def config_error(error: ConfigError) -> ApiError:
+    """A settings error as a 400 whose `param` is the request field of its first problem."""
+    field = {"seeds": "seed"}.get(error.problems[0].field, error.problems[0].field)
+    known = field in RADD_FIELDS or field in (*OPENAI_SETTINGS, "seed")
+    return ApiError(400, error.render(), param=field if known else None)
 
 
 def fill_templates(

@@ -20,7 +20,7 @@ from radd_cli.core.masking import seed_for
 from radd_cli.core.model import RADD, ModelConfig
 from radd_cli.core.scoring import unwrap
 from radd_cli.device import Precision, available_memory
-from radd_cli.errors import ConfigError
+from radd_cli.errors import ConfigError, setting
 from radd_cli.io import finetune
 from radd_cli.io.pretrained import WEIGHTS_FILE, safetensors_shapes
 from radd_cli.training.memory import Layout, MemoryEstimate, gigabytes, training_memory
@@ -182,7 +182,8 @@ class Learner:
         if differ:
             raise ConfigError(
                 f"{checkpoint} holds a network of another shape ({', '.join(differ[:2])}); it was trained with a "
-                "different recipe: pass --run-dir to start a new run, or --restart to train this one again"
+                f"different recipe: give another {setting('run_dir')} to start a new run, or pass {setting('restart')} "
+                "to train this one again"
             )
 
     def ema_model(self) -> RADD:

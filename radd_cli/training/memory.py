@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from radd_cli.core.model import ModelConfig
+from radd_cli.core.model import HEAD_CHUNK, ModelConfig
 from radd_cli.device import Precision
 
 FLOAT32 = 4
@@ -28,7 +28,6 @@ ACTIVATION_BYTES = {Precision.fp32: 30 * FLOAT32, Precision.bf16: 72, Precision.
 # (one block's worth), and each block keeps its input: measured (d 128-512, 2-8 blocks) at 0.35 of a block's
 # activations per block, more than the input alone (the allocator does not reuse every recomputed buffer).
 KEPT_PER_CHECKPOINTED_BLOCK = 0.35
-HEAD_CHUNK = 4096  # positions whose logits the output layer holds at once (model.RADD.chunk_size)
 OVERHEAD = 50 * 10**6  # what the framework itself holds while training (allocator caches, workspaces)
 
 

@@ -15,18 +15,21 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import torch
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-from radd_cli.core.losses import TrainingLoss
+from radd_cli.core.losses import Loss, TrainingLoss
 from radd_cli.core.model import ModelShape
 from radd_cli.core.schedule import Schedule, ScheduleName, get_schedule, parameters
 from radd_cli.data.instructions import Packing
+from radd_cli.data.sources import DEFAULT_CACHE
 from radd_cli.device import Precision
-from radd_cli.errors import ConfigError
-from radd_cli.sampling import Method, SamplingConfig
+from radd_cli.errors import ConfigError, Problem, setting
+from radd_cli.sampling import SamplingConfig
 from radd_cli.training.optim import LRSchedule
 from radd_cli.training.run_log import Tracker
 from radd_cli.training.runtime import Sharding
@@ -66,7 +69,7 @@ class DataSection(Section):
     train_split: str = "train"
     valid: str = "builtin"
     valid_split: str = "validation"
-    cache_dir: str = "~/.cache/radd"
+    cache_dir: str = DEFAULT_CACHE
     packing: Packing = Packing.pad  # prompt/response rows: one per block padded with EOS, or back to back
 
 
@@ -103,7 +106,8 @@ class TrainingSection(Section):
     def check(self) -> None:
         if self.batch_size % self.accumulation:
             raise ConfigError(
-                f"batch_size ({self.batch_size}) must be a multiple of accumulation ({self.accumulation})"
+                f"{self.batch_size} must be a multiple of {setting('accumulation')} ({self.accumulation})",
+                field="batch_size",
             )
 
 
@@ -112,21 +116,18 @@ class EvaluationSection(Section):
     every: int = field(default=5000, metadata=limits(low=0))
     batches: int = field(default=8, metadata=limits(low=1))
     batch_size: int = field(default=16, metadata=limits(low=1))
-    loss_type: TrainingLoss = TrainingLoss.lambda_DCE
+    loss_type: Loss = Loss.lambda_DCE  # any objective radd eval takes; ar_forward is exact (L calls a block)
 
 
 @dataclass(frozen=True)
-class SamplingSection(Section):
+class SamplingSection(SamplingConfig):
+    """Samples written during training, drawn with any sampling setting (every SamplingConfig field is a key)."""
+
     every: int = field(default=10000, metadata=limits(low=0))
     num_samples: int = field(default=4, metadata=limits(low=1))
-    steps: int = field(default=256, metadata=limits(low=1))
-    method: Method = Method.tweedie
 
     def config(self) -> SamplingConfig:
-        return SamplingConfig(method=self.method, steps=self.steps)
-
-    def check(self) -> None:
-        self.config()
+        return SamplingConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SamplingConfig)})
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,12 @@ class Recipe:
     logging: LoggingSection = LoggingSection()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The recipe as JSON-ready values (positions given as an order become a list)."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {k: _plain(v) for k, v in items})
+
+
+def _plain(value):
+    return value.tolist() if isinstance(value, torch.Tensor) else value
 
 
 def shipped_folder():
@@ -210,10 +216,10 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
     return recipe
 
 
-def _apply_override(raw: dict, override: str, problems: list[str]) -> None:
+def _apply_override(raw: dict, override: str, problems: list[Problem]) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
-        problems.append(f"override {override!r} must look like section.key=value")
+        problems.append(Problem(None, f"override {override!r} must look like section.key=value"))
         return
     try:
         value = tomllib.loads(f"value = {text}")["value"]
@@ -224,24 +230,24 @@ def _apply_override(raw: dict, override: str, problems: list[str]) -> None:
     for section in sections:
         target = target.setdefault(section, {})
         if not isinstance(target, dict):
-            problems.append(f"override {key}: {section} is not a section")
+            problems.append(Problem(key, f"{section} is not a section"))
             return
     target[leaf] = value
 
 
-def _build(raw: dict, problems: list[str]) -> Recipe | None:
+def _build(raw: dict, problems: list[Problem]) -> Recipe | None:
     """The Recipe `raw` describes; every problem (with its key path) is appended to `problems`."""
     sections = {f.name: f for f in dataclasses.fields(Recipe)}
     hints = typing.get_type_hints(Recipe)
     values = {}
     for key, value in raw.items():
         if key not in sections:
-            problems.append(f"{key}: unknown key (known: {', '.join(sections)})")
+            problems.append(Problem(key, f"unknown key (known: {', '.join(sections)})"))
         elif not dataclasses.is_dataclass(hints[key]):
             if isinstance(value, str):
                 values[key] = value
             else:
-                problems.append(f"{key}: expected str, got {type(value).__name__} {value!r}")
+                problems.append(Problem(key, f"expected str, got {type(value).__name__} {value!r}"))
         else:
             values[key] = _build_section(hints[key], value, key, problems)
     if any(value is None for value in values.values()):
@@ -249,15 +255,15 @@ def _build(raw: dict, problems: list[str]) -> Recipe | None:
     return Recipe(**values)
 
 
-def _build_section(cls, raw, name: str, problems: list[str]):
+def _build_section(cls, raw, name: str, problems: list[Problem]):
     if not isinstance(raw, dict):
-        problems.append(f"{name}: expected a section (a TOML table), got {raw!r}")
+        problems.append(Problem(name, f"expected a section (a TOML table), got {raw!r}"))
         return None
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = [key for key in raw if key not in known]
-    problems.extend(f"{name}.{key}: unknown key (known: {', '.join(known)})" for key in unknown)
+    problems.extend(Problem(f"{name}.{key}", f"unknown key (known: {', '.join(known)})") for key in unknown)
     try:
         return cls(**{key: value for key, value in raw.items() if key in known})
     except ConfigError as error:
-        problems.extend(f"{name}.{problem}" for problem in error.problems)
+        problems.extend(problem.within(name) for problem in error.problems)
         return None

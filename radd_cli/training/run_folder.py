@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from radd_cli.errors import CheckpointError, ConfigError, RaddError
+from radd_cli.errors import CheckpointError, ConfigError, RaddError, setting
 from radd_cli.files import WRITE_ERRORS, WriteError, cause, recover_folder, remove, replace_folder, write_text
 from radd_cli.training.recipe import Recipe
 
@@ -65,13 +65,14 @@ class RunFolder:
     def claim(self) -> None:
         """Make sure the folder is radd's: a new or empty folder becomes one; anything else is refused."""
         if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"--run-dir {self.path} is a file; give a folder for the run")
+            raise ConfigError(f"{self.path} is a file; give a folder for the run", field="run_dir")
         if self.is_radd_run():
             return
         if self.path.is_dir() and any(self.path.iterdir()):
             raise ConfigError(
-                f"--run-dir {self.path} is not empty and is not a radd run folder; radd never writes into a "
-                "folder it did not make: give a new or empty folder"
+                f"{self.path} is not empty and is not a radd run folder; radd never writes into a "
+                "folder it did not make: give a new or empty folder",
+                field="run_dir",
             )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -142,14 +143,15 @@ class RunFolder:
             changed = recipe_changes(_read_recipe(self.recipe_file), recipe)
             if changed:
                 raise ConfigError(
-                    f"{self.path} holds a run with a different recipe ({'; '.join(changed[:4])}); pass --run-dir "
-                    "to start a new run, --restart to train this one again from scratch, or change only "
-                    "training.steps and the evaluation, sampling, checkpoint and logging sections to resume"
+                    f"{self.path} holds a run with a different recipe ({'; '.join(changed[:4])}); give "
+                    f"another {setting('run_dir')} to start a new run, pass {setting('restart')} to train this one "
+                    "again from scratch, or change only training.steps and the evaluation, sampling, checkpoint and logging sections to resume"
                 )
         if self.final.exists() and not self.complete_checkpoints():
             raise ConfigError(
-                f"{self.path} holds a finished run (final/) and no checkpoint to continue from; pass --restart to "
-                "train it again from scratch (its files are moved aside, not deleted), or --run-dir for a new run"
+                f"{self.path} holds a finished run (final/) and no checkpoint to continue from; pass {setting('restart')} "
+                f"to train it again from scratch (its files are moved aside, not deleted), or another "
+                f"{setting('run_dir')} for a new run"
             )
 
     def move_aside(self) -> Path | None:
@@ -174,8 +176,9 @@ class RunFolder:
         changed = recipe_changes(_read_recipe(saved), recipe)
         if changed:
             raise ConfigError(
-                f"{checkpoint} was trained with a different recipe ({'; '.join(changed[:4])}); pass --run-dir to "
-                "start a new run, or --restart to train this one again from scratch"
+                f"{checkpoint} was trained with a different recipe ({'; '.join(changed[:4])}); give another "
+                f"{setting('run_dir')} to start a new run, or pass {setting('restart')} to train this one again from "
+                "scratch"
             )
 
     def set_aside(self, checkpoint: Path, reason: str) -> Path:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from radd_cli.device import Precision, autocast, resolve_precision, tune_for_speed
-from radd_cli.errors import ConfigError, RaddError
+from radd_cli.errors import ConfigError, RaddError, setting
 from radd_cli.validation import Choice
 
 
@@ -182,7 +182,7 @@ class Runtime:
             raise ConfigError(
                 f"{folder} was saved {'with' if sharding.holds_shards(folder) else 'without'} sharding; resume it "
                 f"with training.sharding = '{'fsdp' if sharding.holds_shards(folder) else 'none'}' and a launch "
-                "that agrees (--run-dir starts a new run instead)"
+                f"that agrees (another {setting('run_dir')} starts a new run instead)"
             )
         if self.sharded:
             state = dict(self._sharded_state)

@@ -18,11 +18,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from radd_cli.core.losses import LOSSES
 from radd_cli.core.masking import seed_for
 from radd_cli.data import instructions
 from radd_cli.data import sources as data_lib
-from radd_cli.errors import CheckpointError, TrainingError
+from radd_cli.errors import CheckpointError, TrainingError, setting
+from radd_cli.evaluation.perplexity import evaluate_perplexity
 from radd_cli.files import WRITE_ERRORS, cause, replace_folder
 from radd_cli.io.pretrained import save
 from radd_cli.io.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
@@ -182,7 +182,7 @@ class Trainer:
         if found:
             raise CheckpointError(
                 f"no checkpoint in {self.folder.checkpoints} loads (they are kept as unreadable-step_N); "
-                "pass --restart to train again from scratch"
+                f"pass {setting('restart')} to train again from scratch"
             )
         return False
 
@@ -280,26 +280,26 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """The evaluation objective's bound (nats/token) of the EMA weights on the first validation blocks."""
-        recipe, rt = self.recipe, self.runtime
-        section = recipe.evaluation
+        """The evaluation objective's bound (nats/token) of the EMA weights on the first validation blocks, by the
+        estimator `radd eval` uses (one draw per block, the blocks shared out over the processes)."""
+        section, rt = self.recipe.evaluation, self.runtime
         count = min(len(self.valid_blocks), section.batches * section.batch_size)
-        model = self.learner.ema_model()
-        totals = torch.zeros(2, dtype=torch.float64)
-        for start in range(rt.rank * section.batch_size, count, rt.world_size * section.batch_size):
-            rows = slice(start, min(start + section.batch_size, count))
-            x0 = torch.from_numpy(self.valid_blocks[rows].astype(np.int64))
-            generator = torch.Generator(rt.device).manual_seed(seed_for(recipe.training.seed, start, 3))
-            condition = {}  # plain text calls the objective exactly as before
-            if self.valid_given is not None:
-                condition["given"] = torch.from_numpy(self.valid_given[rows]).to(rt.device)
-            with rt.autocast():
-                nats = LOSSES[section.loss_type](
-                    model, x0.to(rt.device), self.learner.schedule, generator=generator, **condition
-                )
-            totals += torch.tensor([float(nats.sum()), len(x0)], dtype=torch.float64)
-        totals = rt.sum(totals).cpu()
-        return float(totals[0] / totals[1] / recipe.model.length)
+        report = evaluate_perplexity(
+            self.learner.ema_model(),
+            self.learner.schedule,
+            self.valid_blocks[:count],
+            given=None if self.valid_given is None else self.valid_given[:count],
+            loss=section.loss_type,
+            mc_samples=1 if count > 1 else 2,  # a single block needs two draws for an error bar
+            batch_size=section.batch_size,
+            seed=seed_for(self.recipe.training.seed, 3),
+            device=rt.device,
+            autocast=rt.autocast,
+            rank=rt.rank,
+            world_size=rt.world_size,
+            all_reduce=rt.sum if rt.world_size > 1 else None,
+        )
+        return report.nll_per_token
 
     def snapshot(self, step: int) -> list[str]:
         """A few samples from the EMA weights, written to samples/step_N.txt by the main process (every process

@@ -30,8 +30,8 @@ def test_bench_quality_scores_every_setting_exactly_and_writes_its_json(tmp_path
     result = runner.invoke(
         app,
         [
-            "bench", "quality", "--model", str(markov_model), "--samples", "6", "--batch-size", "4",
-            "--only", "tweedie,threshold,first_hitting", "--windows", "3", "--device", "cpu",
+            "bench", "quality", "--model", str(markov_model), "--num-samples", "6", "--batch-size", "4",
+            "--methods", "tweedie,threshold,first_hitting", "--windows", "3", "--device", "cpu",
             "--json", str(tmp_path / "q.json"),
         ],
         env={"COLUMNS": "200"},
@@ -74,7 +74,7 @@ def test_a_random_sampler_on_the_chain_makes_forbidden_transitions_and_pareto_is
 
 def test_bad_bench_quality_options(markov_model):
     for args, message in (
-        (["--only", "nonsense"], "give samplers among"),
+        (["--methods", "nonsense"], "give samplers among"),
         (["--samples", "1"], "Invalid value for '--samples'"),
         (["--windows", "-1"], "Invalid value for '--windows'"),
     ):

@@ -97,7 +97,7 @@ def test_bad_sources_are_one_line_errors(tmp_path, training_run):
     assert_clean_error(run(run_dir, tmp_path / "d"), "EMA tensors for")
     del checkpoint["ema"]
     torch.save(checkpoint, checkpoint_path)
-    assert_clean_error(run(run_dir, tmp_path / "e"), "pass --no-ema")
+    assert_clean_error(run(run_dir, tmp_path / "e"), "set --no-ema to use the raw ones")
     checkpoint["model"]["module.vocab_embed.embedding"] = torch.zeros(3, 3)
     torch.save(checkpoint, checkpoint_path)
     assert_clean_error(run(run_dir, tmp_path / "f", "--no-ema"), "shape mismatches")

@@ -84,7 +84,7 @@ def test_multi_span_template_keeps_every_fixed_token(tmp_path, tiny_checkpoint):
     [
         (
             ["--prefix", "The cat sat on the mat.", "--suffix", "It was happy.", "--length", 8],
-            "prefix (9 tokens) + suffix (4 tokens) = 13 tokens leave no free position in --length 8",
+            "--length: prefix (9 tokens) + suffix (4 tokens) = 13 tokens leave no free position in 8",
         ),
         (["--template", "no free position here"], "no free position"),
         (["--template", "The [MASK] sat"], "[MASK:n]"),

@@ -88,7 +88,7 @@ def test_error_bars_need_enough_draws(oracle):
 
 def test_bad_settings_are_config_errors(oracle):
     blocks = draws_from(oracle, 4, seed=0)
-    with pytest.raises(ConfigError, match="unknown loss 'mse'"):
+    with pytest.raises(ConfigError, match="loss: unknown objective 'mse'"):
         evaluate_perplexity(oracle, LOGLINEAR, blocks, loss="mse")
     with pytest.raises(ConfigError, match="3 problems"):
         evaluate_perplexity(oracle, LOGLINEAR, blocks, mc_samples=0, batch_size=0, target_se=-1.0)

@@ -17,7 +17,7 @@ def test_a_checkpoint_loads_in_eval_mode_with_its_tokenizer_and_schedule(tiny_ch
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 def test_a_bad_device_or_precision_fails_before_the_model_is_looked_for(tmp_path):
-    with pytest.raises(ConfigError, match="asked for a GPU"):
+    with pytest.raises(ConfigError, match="device: cuda asks for a GPU"):
         load_for_inference(str(tmp_path / "nowhere"), "cuda")
     with pytest.raises(ConfigError, match="needs a GPU"):
         load_for_inference(str(tmp_path / "nowhere"), "cpu", "fp16")

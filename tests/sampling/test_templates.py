@@ -164,12 +164,12 @@ def test_prefix_suffix_errors(tokenizer):
     head, tail = len(tokenizer.encode("Once upon a time")), len(tokenizer.encode(" The end."))
     for length in (head + tail, head + tail - 1):
         message = (
-            f"prefix ({head} tokens) + suffix ({tail} tokens) = {head + tail} tokens leave no free position "
-            f"in --length {length}; raise --length or shorten them"
+            f"length: prefix ({head} tokens) + suffix ({tail} tokens) = {head + tail} tokens leave no free "
+            f"position in {length}; raise it or shorten them"
         )
         with pytest.raises(ConfigError, match=re.escape(message)):
             prefix_suffix_template("Once upon a time", " The end.", length, tokenizer)
-    with pytest.raises(ConfigError, match=r"--length is 0; it must be between 1 and 1048576 tokens"):
+    with pytest.raises(ConfigError, match=r"length: is 0; it must be between 1 and 1048576 tokens"):
         prefix_suffix_template("The", None, 0, tokenizer)
     for prefix, suffix in [(None, None), ("", "")]:
         with pytest.raises(ConfigError, match=r"give --prefix and/or --suffix .* or --template"):

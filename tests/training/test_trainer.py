@@ -157,7 +157,7 @@ def test_partial_saves_are_ignored_and_removed(tmp_path, cache_dir):
 
 def test_a_changed_recipe_is_refused_but_more_steps_resume(tmp_path, cache_dir):
     train_in_process(tmp_path / "run", cache_dir, "training.steps=2")
-    with pytest.raises(ConfigError, match="different recipe \\(training.lr: 0.001 → 0.002\\).*--run-dir"):
+    with pytest.raises(ConfigError, match="different recipe \\(training.lr: 0.001 → 0.002\\).*another run_dir"):
         train_in_process(tmp_path / "run", cache_dir, "training.steps=2", "training.lr=2e-3")
     _, result = train_in_process(tmp_path / "run", cache_dir, "training.steps=3")
     assert result.steps == 3
@@ -190,7 +190,7 @@ def test_a_finished_run_is_only_trained_again_with_restart_and_nothing_is_lost(t
     train_in_process(tmp_path / "run", cache_dir, "training.steps=1")
     shutil.rmtree(tmp_path / "run" / "checkpoints")  # a finished run whose checkpoints are gone
     final = weights(tmp_path / "run" / "final")
-    with pytest.raises(ConfigError, match="holds a finished run \\(final/\\) and no checkpoint.*--restart"):
+    with pytest.raises(ConfigError, match="holds a finished run \\(final/\\) and no checkpoint.*pass restart"):
         train_in_process(tmp_path / "run", cache_dir, "training.steps=1")
     with pytest.raises(ConfigError, match="different recipe \\(tokenizer.vocab_size: 300 → 320\\)"):
         train_in_process(tmp_path / "run", cache_dir, "training.steps=1", "tokenizer.vocab_size=320")
@@ -307,6 +307,7 @@ def test_a_known_markov_chain_is_learned_to_its_entropy_rate(tmp_path):
             "evaluation.every=0",
             "evaluation.batches=16",
             "evaluation.batch_size=64",
+            "evaluation.loss_type=ar_forward",  # exact: a Monte-Carlo bound of 150 blocks is ±0.04 here
             "sampling.every=0",
             "checkpoint.every=1000",
             "logging.every=100",
@@ -359,7 +360,7 @@ def test_a_failed_resume_does_not_rewrite_the_recipe(tmp_path, cache_dir):
         train_in_process(tmp_path / "run", cache_dir, "training.steps=3", "model.n_blocks=1")
     for checkpoint in (tmp_path / "run" / "checkpoints").iterdir():
         (checkpoint / "recipe.json").unlink()  # checkpoints written before checkpoints kept their recipe
-    with pytest.raises(ConfigError, match="holds a network of another shape.*--restart"):
+    with pytest.raises(ConfigError, match="holds a network of another shape.*pass restart"):
         train_in_process(tmp_path / "run", cache_dir, "training.steps=3", "model.n_blocks=1")
     assert not (tmp_path / "run" / "recipe.json").exists()  # nothing was written by the failed attempts
     _, result = train_in_process(tmp_path / "run", cache_dir, "training.steps=3")  # the original command resumes
