@@ -80,7 +80,7 @@ def _coerce(value, kind, name: str, problems: list[str]) -> tuple[bool, object]:
     if typing.get_origin(kind) is tuple:
         (item_kind, _) = typing.get_args(kind)
         if not isinstance(value, (list, tuple)):
-            problems.append(f"{name}: expected a list, got {value!r}")
+            problems.append(f"{name}: expected a list, got {shown(value)}")
             return False, value
         items = [_coerce(item, item_kind, name, problems) for item in value]
         return all(ok for ok, _ in items), tuple(item for _, item in items)
@@ -88,17 +88,26 @@ def _coerce(value, kind, name: str, problems: list[str]) -> tuple[bool, object]:
         try:
             return True, kind(value)
         except ValueError:
-            problems.append(f"{name}: {value!r} is not one of {', '.join(map(repr, kind.names()))}")
+            problems.append(f"{name}: {shown(value)} is not one of {', '.join(map(repr, kind.names()))}")
             return False, value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(kind, type) and (not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool))):
-        problems.append(f"{name}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        problems.append(f"{name}: expected {kind.__name__}, got {type(value).__name__} {shown(value)}")
         return False, value
     if kind is float and not math.isfinite(value):
         problems.append(f"{name}: must be a finite number, got {value}")
         return False, value
     return True, value
+
+
+def shown(value) -> str:
+    """A value as a message quotes it back: its repr, cut short (a request may hold a megabyte in one field)."""
+    return shortened(repr(value))
+
+
+def shortened(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text)} characters)"
 
 
 def _union_members(kind) -> tuple | None:

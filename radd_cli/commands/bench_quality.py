@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from radd_cli.commands.bench import _check_outputs, _pyplot, _write_json
-from radd_cli.commands.options import BatchSizeOption, DeviceOption, JsonOption, ModelOption, PrecisionOption
+from radd_cli.commands.options import BatchSizeOption, DeviceOption, ForceOption, JsonOption, ModelOption, PrecisionOption
 from radd_cli.console import err, out, progress_bar
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError
@@ -33,6 +33,7 @@ def bench_quality(
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
+    force: ForceOption = False,
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Write quality against network calls to this PNG.")
     ] = None,
@@ -43,7 +44,7 @@ def bench_quality(
     token under the true chain, forbidden transitions and entropy; on other models, entropy and distinct-n.
     """
     rows = _chosen_rows(only)
-    _check_outputs(json_path, plot)
+    _check_outputs(json_path, force, plot)
     loaded = load_for_inference(model, device, precision)
     length = loaded.model.config.length
     with progress_bar(transient=True) as bar:

@@ -16,6 +16,7 @@ from radd_cli.commands.options import (
     MAX_SEED,
     BatchSizeOption,
     DeviceOption,
+    ForceOption,
     JsonOption,
     MethodOption,
     PrecisionOption,
@@ -61,6 +62,7 @@ def evaluate(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the Monte-Carlo draws.")] = 0,
     json_path: JsonOption = None,
+    force: ForceOption = False,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs of this machine to shard the blocks over.")] = 1,
@@ -90,7 +92,7 @@ def evaluate(
             raise ConfigError("give --model with --task (exact match), without --dataset, --samples or --judge")
         if model is None:
             raise ConfigError("--task needs --model: the model to answer the prompts")
-        check_writable(json_path, "--json")
+        check_writable(json_path, "--json", force)
         config = SamplingConfig(method=method, steps=steps, strategy=Strategy("top_k", top_k=top_k))
         return evaluate_task(model, task, split or "test", limit, config, batch_size, seed, json_path, device, precision)
     if samples is not None or judge is not None:
@@ -98,11 +100,11 @@ def evaluate(
             raise ConfigError("give --model and --dataset (perplexity) or --samples and --judge (generative), not both")
         if samples is None or judge is None:
             raise ConfigError("generative evaluation needs both --samples FILE.jsonl and --judge MODEL")
-        check_writable(json_path, "--json")
+        check_writable(json_path, "--json", force)
         return _generative(samples, judge, batch_size, device, json_path)
     if model is None or dataset is None:
         raise ConfigError("give --model and --dataset (or --samples and --judge); see radd eval --help")
-    check_writable(json_path, "--json")
+    check_writable(json_path, "--json", force)
     if gpus > 1 and not launched_as_one_of_many():
         raise typer.Exit(relaunch_on_gpus(gpus, sys.argv[1:]))
     _perplexity(

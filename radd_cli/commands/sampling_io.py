@@ -22,6 +22,7 @@ from radd_cli.commands.options import (
     ConfidenceOption,
     DeviceOption,
     EtaOption,
+    ForceOption,
     GreedyOption,
     GuidanceOption,
     MethodOption,
@@ -89,6 +90,7 @@ DRAW_OPTIONS = {
     "device": (DeviceOption, "auto"),
     "precision": (PrecisionOption, Precision.auto),
     "output": (OutputOption, None),
+    "force": (ForceOption, False),
 }
 
 
@@ -103,6 +105,7 @@ class DrawOptions:
     device: str
     precision: Precision
     output: Path | None
+    force: bool  # replace an --output file that exists
 
     def load(self) -> LoadedModel:
         return load_for_inference(self.model, self.device, self.precision)
@@ -117,7 +120,7 @@ def generation_command(command: Callable) -> Callable:
 
     def build(kwargs: dict) -> dict:
         draw = DrawOptions(**{name: kwargs.pop(name) for name in DRAW_OPTIONS})
-        check_output(draw.output)
+        check_output(draw.output, draw.force)
         return {"draw": draw}
 
     return _with_options(command, {**DRAW_OPTIONS, **SAMPLING_OPTIONS}, build)
@@ -281,11 +284,11 @@ def report(
         write_output(output, rows)
 
 
-def check_output(path: Path | None) -> None:
+def check_output(path: Path | None, force: bool) -> None:
     """Refuse a bad --output before any work is done."""
     if path is not None and path.suffix not in (".txt", ".jsonl"):
         raise ConfigError(f"--output {path}: use a .txt or .jsonl file")
-    check_writable(path, "--output")
+    check_writable(path, "--output", force)
 
 
 def write_output(path: Path, rows: list[dict]) -> None:

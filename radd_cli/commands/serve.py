@@ -66,7 +66,7 @@ def serve(
         max_queue=max_queue,
         max_request_bytes=max_request_bytes,
         shutdown_timeout=shutdown_timeout,
-        api_key=api_key or None,
+        api_key=api_key,
         defaults=config,
     )
     sock = listen(host, port)

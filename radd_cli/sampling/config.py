@@ -14,6 +14,10 @@ from radd_cli.sampling.strategy import Strategy
 from radd_cli.validation import Choice, limits, validate
 
 MAX_STEPS = 1_000_000  # the step tables cost memory in proportion; far past any change in the samples
+# Guidance draws from (1 + w)·log p(·|given) − w·log p(·), in float64: a weight near 1e308 / |log p|
+# overflows it to inf − inf = NaN (radd 0.2 failed every request in flight on one). Weights in use are
+# 0.5–10; a weight of 1000 already draws almost surely the token of the largest p(·|given) / p(·).
+MAX_GUIDANCE = 1000.0
 
 
 class OrderName(Choice):
@@ -85,8 +89,8 @@ class SamplingConfig:
     greedy: bool = False
     threshold: float | None = field(default=None, metadata=limits(above=0.0, high=1.0))
     remasking: Remasking = Remasking.cap
-    eta: float = field(default=0.02, metadata=limits(low=0.0))
-    guidance: float = field(default=0.0, metadata=limits(low=0.0))
+    eta: float = field(default=0.02, metadata=limits(low=0.0, high=1.0))  # σ = η·σ_max is a probability
+    guidance: float = field(default=0.0, metadata=limits(low=0.0, high=MAX_GUIDANCE))
     stop_at_eos: bool = False
 
     def __post_init__(self) -> None:
@@ -127,9 +131,14 @@ def _order_spec(order) -> OrderName | torch.Tensor:
         return _read_order_file(Path(order))
     if isinstance(order, Path):
         return _read_order_file(order)
-    positions = torch.as_tensor(order)
-    if positions.is_floating_point() or positions.dtype == torch.bool or positions.dim() not in (1, 2):
-        raise ConfigError("order: give the positions as whole numbers, (L,) or one row per sample (N, L)")
+    try:
+        positions = torch.as_tensor(order)
+    except (TypeError, ValueError, OverflowError, RuntimeError):  # ragged rows, numbers past int64
+        positions = None
+    if positions is None or positions.is_floating_point() or positions.dtype == torch.bool or positions.dim() not in (1, 2):
+        raise ConfigError(
+            "order: give the positions as whole numbers from 0 to the length - 1, (L,) or one row per sample (N, L)"
+        )
     return positions.long()
 
 

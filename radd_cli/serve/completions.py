@@ -24,8 +24,8 @@ from radd_cli.sampling import SAMPLERS, SamplingConfig, Strategy, make_sampler, 
 from radd_cli.sampling.config import SAMPLER_SETTINGS, OrderName
 from radd_cli.sampling.engine import new_rows, resolve_seeds
 from radd_cli.serve.scheduler import Job
-from radd_cli.serve.wire import ApiError, CompletionRequest
-from radd_cli.validation import Choice
+from radd_cli.serve.wire import ApiError, CompletionRequest, field_names
+from radd_cli.validation import Choice, shortened, shown
 
 log = logging.getLogger("radd.serve")
 
@@ -57,7 +57,7 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
     unknown = sorted(set(extras) - set(RADD_FIELDS))
     if unknown:
         raise ApiError(
-            400, f"unknown field {unknown[0]!r}; radd's own fields are {', '.join(RADD_FIELDS)}", param=unknown[0]
+            400, f"unknown field {shown(unknown[0])}; radd's own fields are {', '.join(RADD_FIELDS)}", param=shortened(unknown[0])
         )
     try:
         config = sampling_config(defaults, request, extras)
@@ -65,7 +65,7 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
         raise config_error(error) from None
     mode = extras.get("stream_mode", StreamMode.prefix)
     if mode not in StreamMode.names():
-        raise ApiError(400, f"stream_mode: {mode!r} is not one of {', '.join(StreamMode.names())}", param="stream_mode")
+        raise ApiError(400, f"stream_mode: {shown(mode)} is not one of {', '.join(StreamMode.names())}", param="stream_mode")
     filled = fill_templates(request, extras, loaded)
     if config.guidance and any(infill.num_free == infill.length for infill, _ in filled):
         raise ApiError(
@@ -127,7 +127,7 @@ def request_order(order):
     ):
         return order
     raise ConfigError(
-        f"order: {order!r} is not one of {', '.join(OrderName.names())}, nor positions as a list of whole "
+        f"order: {shown(order)} is not one of {', '.join(OrderName.names())}, nor positions as a list of whole "
         "numbers (one list per choice for different orders)"
     )
 
@@ -142,7 +142,7 @@ def config_error(error: ConfigError, param: str | None = None) -> ApiError:
         param = field
     elif param is None and "order" in first:  # the sampler found the given order of the wrong shape
         param = "order"
-    return ApiError(400, str(error).replace("name:", "strategy:"), param=param)
+    return ApiError(400, field_names(str(error).replace("name:", "strategy:")), param=param)
 
 
 def fill_templates(

@@ -77,7 +77,7 @@ def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
         ["--method", "euler", "--top-k", 5, "--steps", 8],
         ["--top-p", 0.9, "--temperature", 0.7, "--steps", 8],
     ):
-        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl")
+        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl", "--force")
         assert result.exit_code == 0, (extra, result.output)
         if "ordered" in extra:
             assert all(row["nfe"] == 16 for row in read_jsonl(tmp_path / "o.jsonl"))
@@ -178,7 +178,7 @@ def test_the_sampler_suite_from_the_command_line(tmp_path, tiny_checkpoint):
         ["--length", 40, "--steps", 4],  # past the model's length (16): window by window
         ["--stop-at-eos", "--steps", 4],
     ):
-        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl")
+        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl", "--force")
         assert result.exit_code == 0, (extra, result.output)
         rows = read_jsonl(tmp_path / "o.jsonl")
         assert len(rows) == 2 and all(row["nfe"] >= 1 for row in rows)
