@@ -134,9 +134,10 @@ def default_split(dataset: str) -> str:
 def _perplexity(
     model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device, precision, cache_dir
 ) -> None:
+    split = split or default_split(dataset)
+    data.check_split(dataset, split)  # before the model is loaded
     runtime = build_runtime(precision, cpu=device == "cpu") if launched_as_one_of_many() else None
     loaded = load_for_inference(model, str(runtime.device) if runtime else device, precision)
-    split = split or default_split(dataset)
     length = length if length is not None else loaded.model.config.length
     if length > loaded.model.config.length:
         raise ConfigError(f"--length {length} is longer than the model's training length {loaded.model.config.length}")
@@ -229,7 +230,7 @@ def read_samples(path: Path) -> tuple[list[str], list[list[int]] | None]:
     if not path.is_file():
         raise DataError(f"--samples {path}: no such file; write one with `radd sample --output FILE.jsonl`")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # without a byte-order mark
     except UnicodeDecodeError as error:
         raise DataError(f"--samples {path} is not UTF-8 text (byte {error.start}); give a .jsonl file") from None
     rows = []

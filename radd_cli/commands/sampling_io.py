@@ -208,7 +208,7 @@ def print_summary(
     """NFE per sequence measured vs expected, time and tokens/s, on stderr."""
     window = loaded.model.config.length
     sampler = make_sampler(loaded.model, loaded.schedule, config, min(request.length, window))
-    expected = sampler.expected_nfe(free) if request.length <= window else None  # windows: not known in advance
+    expected = sampler.expected_evaluations(free) if request.length <= window else None  # windows: not known in advance
     table = Table(show_header=False, box=None)
     table.add_row(
         "samples", f"{request.num_samples} × {request.length} tokens ({config.method}, {sampler.steps} steps)"

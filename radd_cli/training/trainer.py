@@ -31,7 +31,7 @@ from radd_cli.sampling.prompting import respond
 from radd_cli.training.learner import Learner, TrainState
 from radd_cli.training.recipe import Recipe
 from radd_cli.training.run_folder import RunFolder
-from radd_cli.training.run_log import RunLogger
+from radd_cli.training.run_log import RunLogger, check_trackers
 from radd_cli.training.runtime import Runtime, build_runtime
 
 # What loading a damaged checkpoint raises: truncated or empty files, missing ones, garbage in a pickle.
@@ -137,6 +137,7 @@ class Trainer:
         """Set the run up: claim and lock the folder, check it may be continued with `recipe` (or, with
         `restart`, move its old files aside), then tokenizer, data and Learner. Nothing of the run's own
         metadata is written before the run starts."""
+        check_trackers(recipe.logging.trackers)
         self.recipe, self.folder, self.on_step = recipe, RunFolder(run_dir), on_step
         training = recipe.training
         self.runtime = rt = build_runtime(

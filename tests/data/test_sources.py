@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from radd_cli.data import sources as data
-from radd_cli.errors import DataError
+from radd_cli.errors import ConfigError, DataError
 from radd_cli.io.tokenizer import load_tokenizer, train_tokenizer
 
 
@@ -114,9 +114,9 @@ def test_bad_sources_are_clear_errors(tmp_path, tokenizer, monkeypatch):
     (tmp_path / "blank.txt").write_text("")
     with pytest.raises(DataError, match="holds no documents|fewer than one block"):
         data.load_blocks(str(tmp_path / "blank.txt"), "all", tokenizer, 8, tmp_path / "cache")
-    with pytest.raises(DataError, match="has no split 'test'"):
+    with pytest.raises(ConfigError, match="has no split 'test'"):
         data.load_documents("builtin", "test")
-    with pytest.raises(DataError, match="dataset lambada has no split 'train'"):
+    with pytest.raises(ConfigError, match="dataset lambada has no split 'train'"):
         data.load_documents("lambada", "train")
 
 
