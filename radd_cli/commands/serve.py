@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from typing import Annotated, Optional
 
@@ -60,6 +61,8 @@ def serve(
     require_serve_extra()
     from radd_cli.serve.app import ServeSettings, create_app, listen, run
 
+    if api_key is None and API_KEY_VARIABLE in os.environ:  # Click reads an empty variable as none: not here
+        api_key = os.environ[API_KEY_VARIABLE]
     settings = ServeSettings(
         name=name if name is not None else model,
         max_batch_size=max_batch_size,

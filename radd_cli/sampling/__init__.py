@@ -37,7 +37,7 @@ from radd_cli.sampling.engine import (
 from radd_cli.sampling.nfe import expected_nfe, nfe_standard_deviation, unmask_step_distribution
 from radd_cli.sampling.reference import sample_all_positions
 from radd_cli.sampling.strategy import Strategy, StrategyName, draw_categorical
-from radd_cli.sampling.windows import run_windows, trim_at_eos
+from radd_cli.sampling.windows import check_reach, run_windows, trim_at_eos
 from radd_cli.validation import choices_of
 
 Method = choices_of("Method", SAMPLERS, __name__)
@@ -110,6 +110,8 @@ def generate(
         raise ConfigError("--guidance needs given tokens to guide by: a template, --prefix/--suffix or a prompt")
     seeds = resolve_seeds(seeds, num_samples, generator)
     window = model_length(model)
+    if window is not None:
+        check_reach(length, window)
     sampler = make_sampler(model, schedule, config, min(length, window or length))
     device = torch.device(device) if device is not None else model_device(model)
     options = dict(batch_size=batch_size or num_samples, device=device, progress=progress)

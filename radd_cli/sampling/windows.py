@@ -14,7 +14,20 @@ import torch
 from torch import nn
 
 from radd_cli.core.masking import seed_for
+from radd_cli.errors import ConfigError
 from radd_cli.sampling.engine import Sampler, SampleResult, run
+
+MAX_LENGTHS = 64  # model lengths one sequence may span; past it, each window sees a vanishing share of the text
+
+
+def check_reach(length: int, window: int) -> None:
+    """Refuse up front a sequence beyond the model's reach: more than MAX_LENGTHS windows' worth, which would
+    run for hours (about 2·length / window windows of a full sampling run each)."""
+    if length > MAX_LENGTHS * window:
+        raise ConfigError(
+            f"length: {length} tokens is {length / window:,.0f} times the model's length ({window}); radd writes "
+            f"at most {MAX_LENGTHS} model lengths ({MAX_LENGTHS * window} tokens) window by window"
+        )
 
 
 def window_starts(length: int, window: int) -> list[int]:
@@ -49,7 +62,8 @@ def run_windows(
         if todo.any():
             rows = todo.nonzero().squeeze(1).tolist()
             window_seeds = [seeds[i] if number == 0 else seed_for(seeds[i], number) for i in rows]
-            result = run(model, sampler, piece[rows], window_seeds, batch_size=batch_size, device=device)
+            within = None if progress is None else _within(progress, len(seeds), number, len(starts))
+            result = run(model, sampler, piece[rows], window_seeds, batch_size=batch_size, device=device, progress=within)
             tokens[rows, start : start + window] = result.tokens
             nfe[rows] += result.nfe_per_sample
         if eos_id is not None:
@@ -57,6 +71,11 @@ def run_windows(
         if progress is not None:
             progress(len(seeds) * (number + 1) / len(starts), len(seeds))
     return SampleResult(tokens, nfe)
+
+
+def _within(progress, samples: int, number: int, windows: int):
+    """Progress inside window `number`: its share of the samples, on top of the windows before it."""
+    return lambda done, total: progress(samples * (number + done / total) / windows, samples)
 
 
 def trim_at_eos(result: SampleResult, generated: torch.Tensor, eos_id: int) -> SampleResult:

@@ -146,8 +146,8 @@ class Trainer:
             project_dir=str(self.folder.path),
             sharding=training.sharding,
         )
-        rt.main_first(lambda: (self.folder.claim(), self.folder.lock()), others=False)
         try:
+            rt.main_first(lambda: (self.folder.claim(), self.folder.lock()), others=False)
             rt.main_first(lambda: (self.folder.tidy(), self.folder.check_continuation(recipe, restart)), others=False)
             self.tokenizer = prepare_tokenizer(recipe, self.folder, rt)
             self.learner = Learner(recipe, rt, self.tokenizer.vocab_size)  # refuses what cannot fit in memory
@@ -160,6 +160,8 @@ class Trainer:
             self.order = data_lib.BlockOrder(len(self.train_blocks), training.seed)
             self.logger = RunLogger(self.folder, rt, recipe, show_progress=show_progress)
         except BaseException:
+            if rt.is_main:
+                self.folder.abandon()  # a failed start in a folder it made leaves nothing behind
             self.folder.unlock()
             raise
 
@@ -171,7 +173,6 @@ class Trainer:
         """Continue from the newest checkpoint that loads; unreadable ones are kept aside, never deleted."""
         found = self.folder.complete_checkpoints()
         for _, checkpoint in reversed(found):
-            self.runtime.main_first(lambda: self.folder.check_checkpoint_recipe(checkpoint, self.recipe))
             problem = self._load(checkpoint)
             if not self.runtime.any(problem is not None):
                 self.logger.line(f"resumed from {checkpoint} (step {self.state.step})")
@@ -188,7 +189,12 @@ class Trainer:
         return False
 
     def _load(self, checkpoint: Path) -> str | None:
-        """Load a checkpoint into the run; what went wrong when it does not load, or None."""
+        """Load a checkpoint into the run; what went wrong when it does not load, or None. Any damaged
+        file (its recipe record, random states, optimizer, ...) makes it unreadable; another run's is refused."""
+        try:
+            self.folder.check_checkpoint_recipe(checkpoint, self.recipe)
+        except CheckpointError as error:
+            return str(error)
         self.learner.check_weights(checkpoint)
         try:
             self.runtime.load_state(str(checkpoint))

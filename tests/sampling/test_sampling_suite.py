@@ -172,11 +172,36 @@ def test_stop_at_eos_trims_and_stops_generating_windows(tiny_model):
         (dict(method="ordered", block_length=2), "--block-length applies to tweedie, euler, confidence"),
         (dict(method="confidence", remasking="conf"), "--remasking applies to remdm, not to confidence"),
         (dict(guidance=-1.0), "guidance: must be at least 0"),
+        (dict(guidance=1e30), "guidance: must be at most 1000"),  # near 1e308 the guided log-probs were NaN
+        (dict(method="remdm", eta=1.5), "eta: must be at most 1"),  # σ = η·σ_max is a probability
+        (dict(method="ordered", order=[2**63] * 8), "order: give the positions as whole numbers from 0"),
+        (dict(method="ordered", order=[[0, 1], [0]]), "order: give the positions as whole numbers from 0"),
+        (dict(length=8 * 64 + 1), "length: 513 tokens is 64 times the model's length \\(8\\); radd writes at most 64"),
     ],
 )
 def test_bad_settings_are_config_errors(tiny_model, settings, message):
+    settings = {"length": 8, **settings}
     with pytest.raises(ConfigError, match=message):
-        sample(tiny_model, LOGLINEAR, num_samples=2, length=8, **settings)
+        sample(tiny_model, LOGLINEAR, num_samples=2, **settings)
+
+
+@pytest.mark.parametrize("method", ["tweedie", "euler", "ordered", "first_hitting", "confidence", "remdm"])
+def test_the_largest_guidance_weight_gives_finite_draws_with_every_sampler(tiny_model, method):
+    """The bound on guidance is where the math still holds: the guided log-probs stay finite."""
+    from radd_cli.sampling.config import MAX_GUIDANCE
+
+    template = torch.tensor([3, 5] + [tiny_model.config.vocab_size] * 6)  # given tokens to guide by
+    result = sample(tiny_model, LOGLINEAR, num_samples=3, length=8, template=template, method=method,
+                    guidance=MAX_GUIDANCE, seeds=range(3))
+    assert (result.tokens[:, :2] == template[:2]).all() and (result.tokens < tiny_model.config.vocab_size).all()
+
+
+def test_long_sequences_report_progress_inside_each_window(tiny_model):
+    seen = []
+    sample(tiny_model, LOGLINEAR, num_samples=2, length=20, steps=4, seeds=range(2),
+           progress=lambda done, total: seen.append(done))
+    windows = 4  # 20 positions in windows of 8, every 4: starting at 0, 4, 8 and 12 (aligned to the end)
+    assert len(seen) > windows and seen == sorted(seen) and seen[-1] == pytest.approx(2)
 
 
 def test_the_thresholds_calls_adapt_to_a_sure_network():
