@@ -112,8 +112,8 @@ def merged_args(model_args: dict, harness: dict | None) -> dict:
             if HARNESS_DEFAULTS.get(name) == value:
                 continue  # lm-eval's default, not the user's choice: model_args decides
             raise ConfigError(
-                f"{name} is given twice: {name}={shown(merged[name])} in model_args and --{name} {shown(value)}; "
-                "give it once"
+                f"{name} is given twice: {name}={shown(merged[name])} in model_args and {shown(value)} as lm-eval's "
+                f"{name} option; give it once"
             )
         merged[name] = value
     return merged

@@ -151,7 +151,9 @@ def test_files_that_are_not_regular_are_refused_instead_of_blocking(tmp_path, to
             data.load_documents(str(source), "all")
 
 
-@pytest.mark.parametrize("name, content", [("blank.jsonl", b"\n\n   \n\t\n"), ("blank.txt", b"\n \n"), ("bom.jsonl", b"\xef\xbb\xbf\n\n")])
+@pytest.mark.parametrize(
+    "name, content", [("blank.jsonl", b"\n\n   \n\t\n"), ("blank.txt", b"\n \n"), ("bom.jsonl", b"\xef\xbb\xbf\n\n")]
+)
 def test_a_file_of_blank_lines_holds_no_documents(tmp_path, name, content):
     (tmp_path / name).write_bytes(content)  # was a message of the datasets library: "corresponds to no data"
     with pytest.raises(DataError, match="holds no documents: its files are empty or hold only blank lines"):

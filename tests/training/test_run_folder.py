@@ -9,7 +9,7 @@ import pytest
 from radd_cli.errors import ConfigError, RaddError
 from radd_cli.training.recipe import load_recipe
 from radd_cli.training.run_folder import RunFolder
-from tests.test_files import disk, fill  # noqa: F401  (a real, full tmpfs)
+from tests.test_files import disk, fill  # noqa: F401, F811  (a real tmpfs to fill)
 
 HOLD_LOCK = """
 import sys, time
@@ -136,7 +136,7 @@ def test_a_failed_start_in_a_folder_it_made_leaves_nothing_behind(tmp_path):
     assert (tmp_path / "run" / ".radd-run").is_file()
 
 
-def test_a_full_disk_leaves_no_run_folder_or_marker(disk):
+def test_a_full_disk_leaves_no_run_folder_or_marker(disk):  # noqa: F811  (the fixture imported above)
     from radd_cli.files import WriteError
 
     fill(disk)
