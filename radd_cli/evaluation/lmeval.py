@@ -120,9 +120,10 @@ def merged_args(model_args: dict, harness: dict | None) -> dict:
 
 
 class RaddLM(LM):
-    def __init__(self, **model_args):
+    def __init__(self, pretrained: str | None = None, **model_args):
+        """The model_args as keywords (HarnessSettings lists them); checked before the model is loaded."""
         super().__init__()
-        settings = HarnessSettings.from_args(model_args)
+        settings = HarnessSettings.from_args({"pretrained": pretrained, **model_args})
         device = settings.device
         if device and device.startswith("cuda") and not torch.cuda.is_available():  # lm-eval's default is cuda:0
             logging.getLogger(__name__).warning("--device %s: torch sees no GPU; using the CPU", device)
@@ -130,7 +131,8 @@ class RaddLM(LM):
         self.settings = settings
         self.loaded = load_for_inference(settings.pretrained, device or "auto", settings.precision)
         self.batch_size = settings.batch_size
-        self.likelihood, self.mc_samples, self.rolling_samples = settings.likelihood, settings.mc_samples, settings.rolling_samples
+        self.likelihood, self.mc_samples = settings.likelihood, settings.mc_samples
+        self.rolling_samples = settings.rolling_samples
         self.method, self.steps, self.seed = settings.method, settings.steps, settings.seed
 
     @classmethod

@@ -128,10 +128,11 @@ def check_values(data: dict) -> None:
     pending = [(name, value, 1) for name, value in data.items()]
     while pending:
         name, value, depth = pending.pop()
+        field = shortened(name)
         if depth > MAX_DEPTH:
-            raise ApiError(400, f"{shortened(name)}: nested deeper than {MAX_DEPTH} levels", param=shortened(name))
+            raise ApiError(400, f"{field}: nested deeper than {MAX_DEPTH} levels", param=field)
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_INTEGER:
-            raise ApiError(400, f"{shortened(name)}: {shown(value)} is out of range (at most 2^64 - 1)", param=shortened(name))
+            raise ApiError(400, f"{field}: {shown(value)} is out of range (at most 2^64 - 1)", param=field)
         children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
         pending.extend((name, child, depth + 1) for child in children)
 
