@@ -92,7 +92,7 @@ def _coerce(value, kind, name: str, problems: list[Problem]) -> tuple[bool, obje
     if typing.get_origin(kind) is tuple:
         (item_kind, _) = typing.get_args(kind)
         if not isinstance(value, (list, tuple)):
-            problems.append(Problem(name, f"expected a list, got {value!r}"))
+            problems.append(Problem(name, f"expected a list, got {shown(value)}"))
             return False, value
         items = [_coerce(item, item_kind, name, problems) for item in value]
         return all(ok for ok, _ in items), tuple(item for _, item in items)
@@ -100,7 +100,7 @@ def _coerce(value, kind, name: str, problems: list[Problem]) -> tuple[bool, obje
         try:
             return True, kind(value)
         except ValueError:
-            problems.append(Problem(name, f"{value!r} is not one of {', '.join(map(repr, kind.names()))}"))
+            problems.append(Problem(name, f"{shown(value)} is not one of {', '.join(map(repr, kind.names()))}"))
             return False, value
     if dataclasses.is_dataclass(kind) and isinstance(value, dict):  # a table of nested settings
         try:
@@ -114,12 +114,21 @@ def _coerce(value, kind, name: str, problems: list[Problem]) -> tuple[bool, obje
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(kind, type) and (not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool))):
-        problems.append(Problem(name, f"expected {kind.__name__}, got {type(value).__name__} {value!r}"))
+        problems.append(Problem(name, f"expected {kind.__name__}, got {type(value).__name__} {shown(value)}"))
         return False, value
     if kind is float and not math.isfinite(value):
         problems.append(Problem(name, f"must be a finite number, got {value}"))
         return False, value
     return True, value
+
+
+def shown(value) -> str:
+    """A value as a message quotes it back: its repr, cut short (a request may hold a megabyte in one field)."""
+    return shortened(repr(value))
+
+
+def shortened(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text)} characters)"
 
 
 def _union_members(kind) -> tuple | None:

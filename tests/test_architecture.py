@@ -111,10 +111,6 @@ def test_only_the_runtime_imports_accelerate():
     assert importers == {"training/runtime.py"}
 
 
-import pytest  # noqa: E402
-
-
-@pytest.mark.xfail(reason="the library still names flags in places; being moved to fields", strict=False)
 def test_the_library_names_no_command_line_flags():
     """Library errors name settings by field; the command line, the recipe loader and the server render them."""
     edges = ("commands/", "cli.py")

@@ -76,7 +76,8 @@ def test_a_folder_is_swapped_in_whole_and_a_half_done_swap_is_undone(tmp_path):
 def test_sample_output_on_a_full_disk_keeps_the_old_file(disk, tiny_checkpoint):
     (disk / "x.jsonl").write_text("old\n")
     fill(disk)
-    result = runner.invoke(app, ["sample", "--model", str(tiny_checkpoint), "-n", 20, "--output", str(disk / "x.jsonl")])
+    command = ["sample", "--model", str(tiny_checkpoint), "-n", 20, "--output", str(disk / "x.jsonl"), "--force"]
+    result = runner.invoke(app, command)  # --force: replacing the file is asked for, and the disk is full
     assert result.exit_code == 1 and f"cannot write {disk / 'x.jsonl'}: No space left on device" in result.output
     assert "Traceback" not in result.output and result.output.count("Error:") == 1
     assert (disk / "x.jsonl").read_text() == "old\n" and sorted(p.name for p in disk.iterdir()) == ["filler", "x.jsonl"]
@@ -89,7 +90,7 @@ def test_json_plot_recipes_and_convert_fail_in_one_line_and_write_nothing(disk, 
     before = files(disk)
     cause = "No space left on device" if kind == "full" else "Read-only file system"
     commands = [
-        ["bench", "eval", "--model", str(tiny_checkpoint), "--batches", "1", "--json", str(disk / "eval.json")],
+        ["bench", "eval", "--model", str(tiny_checkpoint), "--batches", "1", "--json", str(disk / "eval.json"), "--force"],
         ["recipes", "tiny", "--copy", str(disk / "tiny.toml")],
         ["convert", str(tiny_checkpoint), str(disk / "converted")],
     ]

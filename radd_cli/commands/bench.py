@@ -14,6 +14,7 @@ from radd_cli.bench.timing import Size
 from radd_cli.commands.options import (
     BatchSizeOption,
     DeviceOption,
+    ForceOption,
     JsonOption,
     PrecisionOption,
     SeedOption,
@@ -63,10 +64,10 @@ def _steps_list(text: str) -> list[int]:
     return values
 
 
-def _check_outputs(json_path: Path | None, plot: Path | None = None) -> None:
+def _check_outputs(json_path: Path | None, force: bool, plot: Path | None = None) -> None:
     """Refuse bad --json / --plot paths, and --plot without matplotlib, before anything is measured."""
-    check_writable(json_path, "--json")
-    check_writable(plot, "--plot")
+    check_writable(json_path, "--json", force)
+    check_writable(plot, "--plot", force)
     if plot is not None:
         _pyplot()
 
@@ -130,6 +131,7 @@ def bench_sample(
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
+    force: ForceOption = False,
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Write NFE and time against steps to this PNG.")
     ] = None,
@@ -142,7 +144,7 @@ def bench_sample(
     --methods, each sampler's time per network call against cached tweedie's at the same batch."""
     step_counts = _steps_list(steps)
     chosen = _methods_list(methods) if methods is not None else None
-    _check_outputs(json_path, plot)
+    _check_outputs(json_path, force, plot)
     network, schedule, target, precision, label, length = _model(model, size, length, device, precision)
     if chosen is not None:
         return _bench_methods(network, schedule, chosen, step_counts, batch_size, length, target, precision, label, seed, repeats, json_path)
@@ -238,10 +240,11 @@ def bench_train(
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
+    force: ForceOption = False,
 ) -> None:
     """`radd train`'s own step (objective, backward, clip, AdamW, EMA through accelerate): time, tokens/s,
     peak memory against the estimate, MFU on GPU."""
-    _check_outputs(json_path)
+    _check_outputs(json_path, force)
     if sharding != Sharding.none and model is not None:
         raise ConfigError("--sharding times random weights of a --size; leave out --model")
     training = TrainingSection(
@@ -312,9 +315,10 @@ def bench_eval(
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Forward time per batch and tokens/s of the Monte-Carlo objective."""
-    _check_outputs(json_path)
+    _check_outputs(json_path, force)
     network, schedule, target, precision, label, length = _model(model, size, length, device, precision)
     result = benchmark.bench_eval(
         network,

@@ -12,6 +12,7 @@ from radd_cli.commands.bench import _check_outputs, _pyplot, _write_json
 from radd_cli.commands.options import (
     BatchSizeOption,
     DeviceOption,
+    ForceOption,
     JsonOption,
     ModelOption,
     PrecisionOption,
@@ -41,6 +42,7 @@ def bench_quality(
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
+    force: ForceOption = False,
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Write quality against network calls to this PNG.")
     ] = None,
@@ -54,7 +56,7 @@ def bench_quality(
     """
     samples = samples_alias if samples_alias is not None else num_samples
     rows = _chosen_rows(only_alias if only_alias is not None else methods)
-    _check_outputs(json_path, plot)
+    _check_outputs(json_path, force, plot)
     loaded = load_for_inference(model, device, precision)
     length = loaded.model.config.length
     with progress_bar(transient=True) as bar:

@@ -15,6 +15,7 @@ from rich.table import Table
 from radd_cli.commands.options import (
     BatchSizeOption,
     DeviceOption,
+    ForceOption,
     JsonOption,
     MethodOption,
     PrecisionOption,
@@ -62,6 +63,7 @@ def evaluate(
     ] = None,
     seed: SeedOption = 0,
     json_path: JsonOption = None,
+    force: ForceOption = False,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs of this machine to shard the blocks over.")] = 1,
@@ -91,7 +93,7 @@ def evaluate(
             raise ConfigError("give --model with --task (exact match), without --dataset, --samples or --judge")
         if model is None:
             raise ConfigError("--task needs --model: the model to answer the prompts")
-        check_writable(json_path, "--json")
+        check_writable(json_path, "--json", force)
         config = SamplingConfig(method=method, steps=steps, strategy=Strategy("top_k", top_k=top_k))
         return evaluate_task(model, task, split or "test", limit, config, batch_size, seed, json_path, device, precision)
     if samples is not None or judge is not None:
@@ -99,11 +101,11 @@ def evaluate(
             raise ConfigError("give --model and --dataset (perplexity) or --samples and --judge (generative), not both")
         if samples is None or judge is None:
             raise ConfigError("generative evaluation needs both --samples FILE.jsonl and --judge MODEL")
-        check_writable(json_path, "--json")
+        check_writable(json_path, "--json", force)
         return _generative(samples, judge, batch_size, device, json_path)
     if model is None or dataset is None:
         raise ConfigError("give --model and --dataset (or --samples and --judge); see radd eval --help")
-    check_writable(json_path, "--json")
+    check_writable(json_path, "--json", force)
     if gpus > 1 and not launched_as_one_of_many():
         raise typer.Exit(relaunch_on_gpus(gpus, sys.argv[1:]))
     _perplexity(
@@ -133,9 +135,10 @@ def default_split(dataset: str) -> str:
 def _perplexity(
     model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device, precision, cache_dir
 ) -> None:
+    split = split or default_split(dataset)
+    data.check_split(dataset, split)  # before the model is loaded
     runtime = build_runtime(precision, cpu=device == "cpu") if launched_as_one_of_many() else None
     loaded = load_for_inference(model, str(runtime.device) if runtime else device, precision)
-    split = split or default_split(dataset)
     length = length if length is not None else loaded.model.config.length
     if length > loaded.model.config.length:
         raise ConfigError(f"--length {length} is longer than the model's training length {loaded.model.config.length}")
@@ -228,7 +231,7 @@ def read_samples(path: Path) -> tuple[list[str], list[list[int]] | None]:
     if not path.is_file():
         raise DataError(f"--samples {path}: no such file; write one with `radd sample --output FILE.jsonl`")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # without a byte-order mark
     except UnicodeDecodeError as error:
         raise DataError(f"--samples {path} is not UTF-8 text (byte {error.start}); give a .jsonl file") from None
     rows = []

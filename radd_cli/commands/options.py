@@ -35,6 +35,7 @@ PrecisionOption = Annotated[
     ),
 ]
 JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace the output files named here if they exist.")]
 SeedOption = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help=SEED_HELP)]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per network call.")]
 
@@ -87,9 +88,14 @@ OutputOption = Annotated[
 ]
 
 
-def check_writable(path: Path | None, option: str) -> None:
-    """Refuse an output path whose folder does not exist, before any work is done."""
-    if path is not None and not path.parent.is_dir():
+def check_writable(path: Path | None, option: str, force: bool) -> None:
+    """Refuse an output path before any work is done: one in a folder that does not exist, a folder, or
+    (without --force) a file that exists: radd never replaces a file of yours unasked (docs/guarantees.md)."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
         raise ConfigError(f"{option} {path}: the folder {path.parent} does not exist")
-    if path is not None and path.is_dir():
+    if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder; give a file name")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise ConfigError(f"{option} {path} exists; pass --force to replace it, or give a new file name")

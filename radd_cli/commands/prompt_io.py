@@ -33,7 +33,7 @@ def read_prompt_file(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"--prompts {path} is not a regular file; give a .jsonl or .txt file")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # without a byte-order mark
     except UnicodeDecodeError as error:
         raise DataError(f"--prompts {path} is not UTF-8 text (byte {error.start})") from None
     prompts = []
@@ -69,7 +69,8 @@ def answer(
     tokenizer = loaded.tokenizer
     prompt_ids = [prompting.encode_prompt(prompt, tokenizer, chat) for prompt in prompts]
     check_results_fit(len(prompts) * draw.num_samples, length, sampling_io.BYTES_PER_PRINTED_TOKEN)
-    templates = prompting.prompt_templates(prompt_ids, length, tokenizer.mask_id, draw.num_samples)
+    window = loaded.model.config.length
+    templates = prompting.prompt_templates(prompt_ids, length, tokenizer.mask_id, draw.num_samples, window)
     request = sampling_io.Request(len(templates), draw.batch_size, length, draw.seed)
     config = replace(config, stop_at_eos=True)  # an answer ends at its first EOS
     result, seconds = sampling_io.draw(loaded, config, request, template=templates)

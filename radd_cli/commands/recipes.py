@@ -8,9 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from radd_cli.commands.options import check_writable
+from radd_cli.commands.options import ForceOption, check_writable
 from radd_cli.console import out
-from radd_cli.errors import RaddError
 from radd_cli.files import write_text
 from radd_cli.training.recipe import recipe_text, shipped_recipes
 
@@ -18,7 +17,7 @@ from radd_cli.training.recipe import recipe_text, shipped_recipes
 def recipes(
     name: Annotated[Optional[str], typer.Argument(help="A shipped recipe to print (or to copy with --copy).")] = None,
     copy: Annotated[Optional[Path], typer.Option("--copy", help="Write the recipe to this file to edit it.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite the --copy destination.")] = False,
+    force: ForceOption = False,
 ) -> None:
     """List the shipped recipes; with NAME print one; with --copy write it out to edit."""
     if name is None:
@@ -34,8 +33,6 @@ def recipes(
         return
     if copy.is_dir():
         copy = copy / f"{name}.toml"
-    if copy.exists() and not force:
-        raise RaddError(f"{copy} exists; pass --force to overwrite it")
-    check_writable(copy, "--copy")
+    check_writable(copy, "--copy", force)
     write_text(copy, text)
     out.print(f"Wrote {copy}; train with `radd train --recipe {copy}`.")

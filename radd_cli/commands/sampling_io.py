@@ -19,6 +19,7 @@ from rich.table import Table
 from radd_cli.commands.options import (
     BatchSizeOption,
     DeviceOption,
+    ForceOption,
     ModelOption,
     NumSamplesOption,
     OutputOption,
@@ -48,6 +49,7 @@ DRAW_OPTIONS = {
     "device": (DeviceOption, "auto"),
     "precision": (PrecisionOption, Precision.auto),
     "output": (OutputOption, None),
+    "force": (ForceOption, False),
 }
 
 
@@ -62,6 +64,7 @@ class DrawOptions:
     device: str
     precision: Precision
     output: Path | None
+    force: bool  # replace an --output file that exists
 
     def load(self) -> LoadedModel:
         return load_for_inference(self.model, self.device, self.precision)
@@ -76,7 +79,7 @@ def generation_command(command: Callable) -> Callable:
 
     def build(kwargs: dict) -> dict:
         draw = DrawOptions(**{name: kwargs.pop(name) for name in DRAW_OPTIONS})
-        check_output(draw.output)
+        check_output(draw.output, draw.force)
         return {"draw": draw}
 
     return _with_options(command, {**DRAW_OPTIONS, **SAMPLING_OPTIONS}, build)
@@ -162,7 +165,7 @@ def print_summary(
     """NFE per sequence measured vs expected, time and tokens/s, on stderr."""
     window = loaded.model.config.length
     sampler = make_sampler(loaded.model, loaded.schedule, config, min(request.length, window))
-    expected = sampler.expected_nfe(free) if request.length <= window else None  # windows: not known in advance
+    expected = sampler.expected_evaluations(free) if request.length <= window else None  # windows: not known in advance
     table = Table(show_header=False, box=None)
     table.add_row(
         "samples", f"{request.num_samples} × {request.length} tokens ({config.method}, {sampler.steps} steps)"
@@ -238,11 +241,11 @@ def report(
         write_output(output, rows)
 
 
-def check_output(path: Path | None) -> None:
+def check_output(path: Path | None, force: bool) -> None:
     """Refuse a bad --output before any work is done."""
     if path is not None and path.suffix not in (".txt", ".jsonl"):
         raise ConfigError(f"--output {path}: use a .txt or .jsonl file")
-    check_writable(path, "--output")
+    check_writable(path, "--output", force)
 
 
 def write_output(path: Path, rows: list[dict]) -> None:

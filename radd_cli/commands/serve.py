@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from typing import Annotated, Optional
 
@@ -60,13 +61,15 @@ def serve(
     require_serve_extra()
     from radd_cli.serve.app import ServeSettings, create_app, listen, run
 
+    if api_key is None and API_KEY_VARIABLE in os.environ:  # Click reads an empty variable as none: not here
+        api_key = os.environ[API_KEY_VARIABLE]
     settings = ServeSettings(
         name=name if name is not None else model,
         max_batch_size=max_batch_size,
         max_queue=max_queue,
         max_request_bytes=max_request_bytes,
         shutdown_timeout=shutdown_timeout,
-        api_key=api_key or None,
+        api_key=api_key,
         defaults=config,
     )
     sock = listen(host, port)

@@ -15,6 +15,7 @@ from radd_cli.commands.train_plan import print_plan
 from radd_cli.console import out
 from radd_cli.training.launch import launched_as_one_of_many
 from radd_cli.training.recipe import load_recipe
+from radd_cli.training.run_log import check_trackers
 
 
 def train(
@@ -52,6 +53,7 @@ def train(
     from radd_cli.training.trainer import Trainer
 
     loaded = load_recipe(recipe, overrides or [])  # validate everything before any work
+    check_trackers(loaded.logging.trackers)
     if dry_run:
         processes = int(os.environ.get("WORLD_SIZE", gpus)) if launched_as_one_of_many() else gpus
         print_plan(loaded, processes, gpus=torch.cuda.is_available() or processes > 1)

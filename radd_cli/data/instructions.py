@@ -71,7 +71,7 @@ def is_instruction_source(source: str) -> bool:
 def _lines(file: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) of each line that is not blank."""
     try:
-        with open(file, encoding="utf-8") as handle:
+        with open(file, encoding="utf-8-sig") as handle:  # a BOM (Windows editors write one) is not data
             for number, line in enumerate(handle, start=1):
                 if line.strip():
                     yield number, line
@@ -87,8 +87,7 @@ def read_rows(source: str, split: str) -> list[Row]:
             Row(f"{source} ({split}) row {i + 1}", e.prompt, e.response)
             for i, e in enumerate(tasks.examples(name, split))
         ]
-    if split not in data.LOCAL_SPLITS:
-        raise DataError(f"{source} has no split {split!r}; local sources have {', '.join(data.LOCAL_SPLITS)}")
+    data.check_split(source, split)
     rows = [row for file in data.local_files(Path(source).expanduser()) for row in _file_rows(file)]
     if not rows:
         raise DataError(f"{source} holds no rows: its files are empty; give JSON lines with prompt and response")

@@ -30,7 +30,7 @@ import numpy as np
 
 from radd_cli.data import markov
 from radd_cli.data.detokenize import get_detokenizer
-from radd_cli.errors import DataError
+from radd_cli.errors import ConfigError, DataError
 from radd_cli.files import WriteError, cause, remove, write_atomically
 from radd_cli.io.tokenizer import Tokenizer, load_tokenizer
 
@@ -85,12 +85,11 @@ def tokenizer_for(name_or_path: str) -> Tokenizer:
 
 def load_documents(source: str, split: str):
     """A `datasets.Dataset` with a `text` column (or `input_ids` for pre-tokenized local files)."""
+    check_split(source, split)
     if source in DATASETS:
         return _hub_documents(source, split)
     if source == markov.NAME:
         return _markov_documents(split)
-    if split not in LOCAL_SPLITS:
-        raise DataError(f"{source} has no split {split!r}; local and built-in sources have {', '.join(LOCAL_SPLITS)}")
     dataset = _builtin_documents() if source == BUILTIN else _local_documents(Path(source).expanduser())
     if split == "all":
         return dataset
@@ -104,12 +103,22 @@ def load_documents(source: str, split: str):
     return dataset.select(kept)
 
 
+def check_split(source: str, split: str) -> None:
+    """A ConfigError (a setting, exit 2) when `source` has no such split; checked before anything is loaded."""
+    if source in DATASETS:
+        known, kind = DATASETS[source].splits, f"dataset {source}"
+    elif source == markov.NAME:
+        known, kind = markov.SPLITS, markov.NAME
+    else:
+        known, kind = LOCAL_SPLITS, source
+    if split not in known:
+        raise ConfigError(f"split: {kind} has no split {split!r}; it has {', '.join(known)}")
+
+
 def _hub_documents(name: str, split: str):
     import datasets
 
     spec = DATASETS[name]
-    if split not in spec.splits:
-        raise DataError(f"dataset {name} has no split {split!r}; it has {', '.join(spec.splits)}")
     try:
         try:
             dataset = datasets.load_dataset(spec.path, spec.config, split=spec.splits[split])
@@ -131,8 +140,6 @@ def _hub_documents(name: str, split: str):
 def _markov_documents(split: str):
     import datasets
 
-    if split not in markov.SPLITS:
-        raise DataError(f"{markov.NAME} has no split {split!r}; it has {', '.join(markov.SPLITS)}")
     return datasets.Dataset.from_dict({"text": markov.documents(split)})
 
 
@@ -167,9 +174,9 @@ def _local_documents(path: Path):
     for file in files:
         if file.suffix == ".txt":
             _check_utf8(file)
-    files = [f for f in files if f.stat().st_size > 0 and (f.suffix != ".txt" or f.read_bytes().strip())]
+    files = [f for f in files if _holds_text(f)]
     if not files:
-        raise DataError(f"{path} holds no documents: its files are empty")
+        raise DataError(f"{path} holds no documents: its files are empty or hold only blank lines")
     texts = [f for f in files if f.suffix == ".txt"]
     rows = [f for f in files if f.suffix != ".txt"]
     parts = []
@@ -209,6 +216,15 @@ def _quiet_datasets():
     finally:
         if was_enabled:
             enable_progress_bars()
+
+
+def _holds_text(file: Path) -> bool:
+    """Whether the file has anything but whitespace (and a byte-order mark), read only as far as needed."""
+    with open(file, "rb") as handle:
+        while chunk := handle.read(1 << 16):
+            if chunk.removeprefix(b"\xef\xbb\xbf").strip():
+                return True
+    return False
 
 
 def _check_utf8(file: Path) -> None:

@@ -15,19 +15,30 @@ line through `python -m radd_cli.lmeval` (the same arguments), or call `register
 - `generate_until`: the prompt as fixed tokens, the response from any sampler (`method`, `steps`, and
   greedy unless the task asks to sample), trimmed at EOS and at the first stop string.
 
-Other model_args: `device`, `precision`, `seed`.
+Other model_args: `device`, `precision`, `seed`. They are checked like the command line's options before
+the model is loaded (`HarnessSettings`): a missing `pretrained`, an unknown key, a value out of range or a
+`device` / `batch_size` given two ways that disagree is one ConfigError. `python -m radd_cli.lmeval`
+prints it as one line and exits with 2 (lm-eval's own `lm_eval` shows the traceback above that line). A
+log-likelihood that comes out NaN or infinite is an error, never a score.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field, fields
 
 import torch
 from lm_eval.api.model import LM
 
+from radd_cli.device import Precision
+from radd_cli.errors import ConfigError, NonFiniteError, RaddError
 from radd_cli.evaluation import conditional
 from radd_cli.io.inference import load_for_inference
-from radd_cli.sampling import SamplingConfig, Strategy, prompting
+from radd_cli.sampling import MAX_STEPS, Method, SamplingConfig, Strategy, prompting
+from radd_cli.validation import Choice, limits, shown, validate
 
 NAME = "radd"
 TARGET = "radd_cli.evaluation.lmeval:RaddLM"  # what the entry point names
@@ -41,32 +52,98 @@ def register() -> None:
         model_registry.register(NAME, target=TARGET)
 
 
+class Likelihood(Choice):
+    exact = "exact"  # any-order autoregressive: one network call per continuation token
+    monte_carlo = "monte_carlo"  # the mean of mc_samples λ-DCE draws
+
+
+AUTO_BATCH_SIZE = 16  # what `batch_size=auto` (or auto:N) gives: radd does not search for the largest
+HARNESS_DEFAULTS = {"batch_size": 1, "device": "cuda:0"}  # what lm-eval passes when its options are left out
+
+
+@dataclass(frozen=True)
+class HarnessSettings:
+    """The adapter's model_args, checked before anything is loaded (the field names are the keys)."""
+
+    pretrained: str
+    device: str | None = None
+    precision: Precision = Precision.auto
+    batch_size: int = field(default=AUTO_BATCH_SIZE, metadata=limits(low=1))
+    max_batch_size: int | None = field(default=None, metadata=limits(low=1))  # lm-eval's; radd does not search
+    likelihood: Likelihood = Likelihood.exact
+    mc_samples: int = field(default=64, metadata=limits(low=1))
+    rolling_samples: int = field(default=32, metadata=limits(low=1))
+    method: Method = Method.tweedie
+    steps: int | None = field(default=None, metadata=limits(low=1, high=MAX_STEPS))
+    seed: int = field(default=0, metadata=limits(low=0, high=2**63 - 1))
+
+    def __post_init__(self) -> None:
+        validate(self)
+        SamplingConfig(method=self.method, steps=self.steps)  # a step count the method does not take
+
+    @classmethod
+    def from_args(cls, args: dict) -> HarnessSettings:
+        """Settings from model_args as lm-eval parses them (`batch_size=auto` and digit strings included)."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(args) - set(known))
+        if unknown:
+            raise ConfigError(f"model_args: unknown key {shown(unknown[0])}; radd takes {', '.join(known)}")
+        if args.get("pretrained") in (None, ""):
+            raise ConfigError("model_args: pretrained is missing; give the model, e.g. pretrained=runs/NAME/final")
+        values = dict(args)
+        batch = values.get("batch_size")
+        if isinstance(batch, str) and (batch == "auto" or batch.startswith("auto:")):
+            values["batch_size"] = AUTO_BATCH_SIZE
+        elif isinstance(batch, str) and batch.strip().isdigit():
+            values["batch_size"] = int(batch)
+        if isinstance(values["pretrained"], (int, float)) and not isinstance(values["pretrained"], bool):
+            values["pretrained"] = str(args["pretrained"])  # a folder named by digits, as lm-eval parsed it
+        return cls(**values)
+
+
+def merged_args(model_args: dict, harness: dict | None) -> dict:
+    """model_args with lm-eval's own options (--device, --batch_size) added; the two disagreeing is an error,
+    except where lm-eval only passes its default."""
+    merged = dict(model_args)
+    for name, value in (harness or {}).items():
+        if value is None:
+            continue
+        if name in merged and merged[name] != value and str(merged[name]) != str(value):
+            if HARNESS_DEFAULTS.get(name) == value:
+                continue  # lm-eval's default, not the user's choice: model_args decides
+            raise ConfigError(
+                f"{name} is given twice: {name}={shown(merged[name])} in model_args and {shown(value)} as lm-eval's "
+                f"{name} option; give it once"
+            )
+        merged[name] = value
+    return merged
+
+
 class RaddLM(LM):
-    def __init__(
-        self,
-        pretrained: str,
-        device: str | None = None,
-        precision: str = "auto",
-        batch_size: int | str = 16,
-        max_batch_size: int | None = None,
-        likelihood: str = "exact",
-        mc_samples: int = 64,
-        rolling_samples: int = 32,
-        method: str = "tweedie",
-        steps: int | None = None,
-        seed: int = 0,
-    ):
+    def __init__(self, pretrained: str | None = None, **model_args):
+        """The model_args as keywords (HarnessSettings lists them); checked before the model is loaded."""
         super().__init__()
-        if likelihood not in ("exact", "monte_carlo"):
-            raise ValueError(f"likelihood={likelihood!r}: use exact or monte_carlo")
+        settings = HarnessSettings.from_args({"pretrained": pretrained, **model_args})
+        device = settings.device
         if device and device.startswith("cuda") and not torch.cuda.is_available():  # lm-eval's default is cuda:0
             logging.getLogger(__name__).warning("device=%s: torch sees no GPU; using the CPU", device)
             device = "cpu"
-        self.loaded = load_for_inference(str(pretrained), device or "auto", precision)
-        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16  # "auto" → a sensible default
-        self.likelihood, self.mc_samples, self.rolling_samples = likelihood, int(mc_samples), int(rolling_samples)
-        self.method, self.steps, self.seed = method, steps, int(seed)
-        SamplingConfig(method=method, steps=steps)  # a bad method or step count fails here, not mid-run
+        self.settings = settings
+        self.loaded = load_for_inference(settings.pretrained, device or "auto", settings.precision)
+        self.batch_size = settings.batch_size
+        self.likelihood, self.mc_samples = settings.likelihood, settings.mc_samples
+        self.rolling_samples = settings.rolling_samples
+        self.method, self.steps, self.seed = settings.method, settings.steps, settings.seed
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> RaddLM:
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls(**merged_args(simple_parse_args_string(arg_string), additional_config))
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> RaddLM:
+        return cls(**merged_args(arg_dict, additional_config))
 
     @property
     def length(self) -> int:
@@ -107,7 +184,7 @@ class RaddLM(LM):
                     greedy = torch.zeros(len(rows), dtype=torch.bool)  # not known without the exact path
             for row, value, flag in zip(rows, log_p.cpu(), greedy.cpu()):
                 results[row] = (float(value), bool(flag))
-        return results
+        return check_finite(results, pairs)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [self._pair(*request.args) for request in requests]
@@ -166,3 +243,29 @@ class RaddLM(LM):
         temperature = float(settings.get("temperature", 0.0) or 0.0)
         sampled = bool(settings.get("do_sample")) or temperature > 0
         return stop, room, (temperature or 1.0) if sampled else None
+
+
+def check_finite(results: list[tuple[float, bool]], pairs: list) -> list[tuple[float, bool]]:
+    """The scores, or a NonFiniteError: a NaN would make lm-eval's argmax pick a choice and report a score."""
+    for index, (value, _) in enumerate(results):
+        if not math.isfinite(value):
+            raise NonFiniteError(
+                f"the log-likelihood of request {index} ({len(pairs[index][1])} continuation tokens) is {value}; "
+                "the model's outputs or the Monte-Carlo setting are broken, so no score is reported"
+            )
+    return results
+
+
+def main() -> None:
+    """lm-eval's command line with `--model radd` registered; radd's errors are one line and their exit code
+    (RADD_DEBUG=1 shows the traceback)."""
+    register()
+    from lm_eval.__main__ import cli_evaluate
+
+    try:
+        cli_evaluate()
+    except RaddError as error:
+        if os.environ.get("RADD_DEBUG"):
+            raise
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)

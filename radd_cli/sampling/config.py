@@ -14,6 +14,10 @@ from radd_cli.sampling.strategy import Strategy
 from radd_cli.validation import Choice, about, field_label, limits, validate
 
 MAX_STEPS = 1_000_000  # the step tables cost memory in proportion; far past any change in the samples
+# Guidance draws from (1 + w)·log p(·|given) − w·log p(·), in float64: a weight near 1e308 / |log p|
+# overflows it to inf − inf = NaN (radd 0.2 failed every request in flight on one). Weights in use are
+# 0.5–10; a weight of 1000 already draws almost surely the token of the largest p(·|given) / p(·).
+MAX_GUIDANCE = 1000.0
 
 
 class OrderName(Choice):
@@ -83,10 +87,14 @@ class SamplingConfig:
         metadata=limits(above=0.0, high=1.0, help="threshold: unmask every position at least this confident."),
     )
     remasking: Remasking = field(default=Remasking.cap, metadata=about("remdm: the remasking schedule."))
-    eta: float = field(default=0.02, metadata=limits(low=0.0, help="remdm: the remasking strength η."))
+    eta: float = field(  # σ = η·σ_max is a probability
+        default=0.02, metadata=limits(low=0.0, high=1.0, help="remdm: the remasking strength η (at most 1).")
+    )
     guidance: float = field(
         default=0.0,
-        metadata=limits(low=0.0, help="Classifier-free guidance weight w for conditional generation (0: none)."),
+        metadata=limits(
+            low=0.0, high=MAX_GUIDANCE, help="Classifier-free guidance weight w for conditional generation (0: none)."
+        ),
     )
     stop_at_eos: bool = field(default=False, metadata=about("Trim each sample at its first end-of-text token."))
 
@@ -128,8 +136,9 @@ def from_settings(given: dict, base: SamplingConfig | None = None) -> SamplingCo
         raise ConfigError(f"unknown sampling setting {unknown[0]!r}; the settings are {', '.join(FLAT_SETTINGS)}")
     base = base if base is not None else SamplingConfig()
     values = {name: getattr(base, name) for name in FIELD_ORDER if name != "strategy"}
-    if "method" in given and given["method"] in SAMPLERS:  # base's settings for another sampler do not carry over
-        for name in sampler_specific() - SAMPLERS[given["method"]].settings:
+    method = given.get("method")
+    if isinstance(method, str) and method in SAMPLERS:  # base's settings for another sampler do not carry over
+        for name in sampler_specific() - SAMPLERS[method].settings:
             values[name] = DEFAULTS[name]
     values.update({name: value for name, value in given.items() if name not in STRATEGY_SETTINGS})
     old = base.strategy
@@ -161,9 +170,15 @@ def _order_spec(order) -> OrderName | torch.Tensor:
         return _read_order_file(Path(order))
     if isinstance(order, Path):
         return _read_order_file(order)
-    positions = torch.as_tensor(order)
-    if positions.is_floating_point() or positions.dtype == torch.bool or positions.dim() not in (1, 2):
-        raise ConfigError("give the positions as whole numbers, (L,) or one row per sample (N, L)", field="order")
+    try:
+        positions = torch.as_tensor(order)
+    except (TypeError, ValueError, OverflowError, RuntimeError):  # ragged rows, numbers past int64
+        positions = None
+    if positions is None or positions.is_floating_point() or positions.dtype == torch.bool or positions.dim() not in (1, 2):
+        raise ConfigError(
+            "give the positions as whole numbers from 0 to the length - 1, (L,) or one row per sample (N, L)",
+            field="order",
+        )
     return positions.long()
 
 

@@ -116,6 +116,11 @@ class Sampler:
         """Expected network calls for a sequence with `free` positions to fill, when known in advance."""
         return None
 
+    def expected_evaluations(self, free: int) -> float | None:
+        """Expected network evaluations (what `Rows.nfe` counts): the calls, each two with guidance."""
+        calls = self.expected_nfe(free)
+        return None if calls is None else calls * (2 if self.config.guidance else 1)
+
 
 SAMPLERS: dict[str, type[Sampler]] = {}
 

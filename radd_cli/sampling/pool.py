@@ -40,6 +40,20 @@ from radd_cli.sampling.engine import (
 )
 
 
+MAX_LENGTHS = 64  # model lengths one sequence may span; past it, each window sees a vanishing share of the text
+
+
+def check_reach(length: int, window: int) -> None:
+    """Refuse up front a sequence beyond the model's reach: more than MAX_LENGTHS windows' worth, which would
+    run for hours (about 2·length / window windows of a full sampling run each)."""
+    if length > MAX_LENGTHS * window:
+        raise ConfigError(
+            f"{length} tokens is {length / window:,.0f} times the model's length ({window}); radd writes at most "
+            f"{MAX_LENGTHS} model lengths ({MAX_LENGTHS * window} tokens) window by window",
+            field="length",
+        )
+
+
 def window_starts(length: int, window: int) -> list[int]:
     """Where each window begins: every half window, the last one aligned to the end (one window when it fits)."""
     if length <= window:
@@ -157,6 +171,7 @@ def make_job(
     if config.stop_at_eos and eos_id is None:
         raise ConfigError(f"needs the end-of-text token id ({setting('eos_id')})", field="stop_at_eos")
     window = model_length(model) or length
+    check_reach(length, window)
     sampler = make_sampler(model, schedule, config, min(length, window))
     rows = start if start.dim() == 2 else start.expand(len(seeds), -1)  # (n, L)
     return Job(sampler, rows, list(seeds), eos_id if config.stop_at_eos else None, key, owner, watch)

@@ -15,7 +15,7 @@ from torch import nn
 from radd_cli.core.schedule import Schedule
 from radd_cli.errors import ConfigError
 from radd_cli.io.tokenizer import Tokenizer
-from radd_cli.sampling import SampleResult, SamplingConfig, check_results_fit, generate
+from radd_cli.sampling import SampleResult, SamplingConfig, check_results_fit, generate, model_length
 from radd_cli.sampling.templates import check_text
 
 
@@ -43,12 +43,21 @@ def encode_prompt(prompt: str, tokenizer: Tokenizer, chat: bool = False) -> list
     return tokenizer.encode(text)
 
 
-def prompt_template(prompt_ids: Sequence[int], length: int, mask_id: int) -> torch.Tensor:
-    """(length,) long: the prompt's tokens, then mask_id at every free position after them."""
+def prompt_template(prompt_ids: Sequence[int], length: int, mask_id: int, model_length: int | None = None) -> torch.Tensor:
+    """(length,) long: the prompt's tokens, then mask_id at every free position after them.
+
+    A prompt that leaves no room is refused with the fix that works: a longer `length` only while the
+    prompt fits the model (`model_length`, when known), since the model never sees more than that at once.
+    """
     if len(prompt_ids) >= length:
+        fits = model_length is None or len(prompt_ids) < model_length
+        fix = (
+            f"raise length to at least {len(prompt_ids) + 1}" + (f" (the model holds {model_length})" if model_length else "")
+            if fits
+            else f"shorten it to at most {model_length - 1} tokens: the model holds {model_length}"
+        )
         raise ConfigError(
-            f"the prompt is {len(prompt_ids)} tokens, leaving no room for a response in {length} positions; "
-            "shorten it or raise --length (at most the model's length)"
+            f"the prompt is {len(prompt_ids)} tokens, leaving no room for a response in {length} positions; {fix}"
         )
     template = torch.full((length,), mask_id, dtype=torch.long)
     template[: len(prompt_ids)] = torch.as_tensor(list(prompt_ids), dtype=torch.long)
@@ -62,11 +71,11 @@ def trim_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 
 
 def prompt_templates(
-    prompt_ids: Sequence[Sequence[int]], length: int, mask_id: int, num_samples: int = 1
+    prompt_ids: Sequence[Sequence[int]], length: int, mask_id: int, num_samples: int = 1, model_length: int | None = None
 ) -> torch.Tensor:
     """(P · num_samples, length): each prompt's template, repeated for its samples (prompt by prompt)."""
     check_results_fit(len(prompt_ids) * num_samples, length)  # before allocating them
-    templates = torch.stack([prompt_template(ids, length, mask_id) for ids in prompt_ids])  # (P, L)
+    templates = torch.stack([prompt_template(ids, length, mask_id, model_length) for ids in prompt_ids])  # (P, L)
     return templates.repeat_interleave(num_samples, dim=0)
 
 
@@ -117,7 +126,7 @@ def respond(
     """
     if prompt_ids is None:
         prompt_ids = [encode_prompt(prompt, tokenizer, chat) for prompt in prompts]
-    templates = prompt_templates(prompt_ids, length, tokenizer.mask_id, num_samples)
+    templates = prompt_templates(prompt_ids, length, tokenizer.mask_id, num_samples, model_length(model))
     seeds = range(seed, seed + len(templates))
     result = generate(
         model,

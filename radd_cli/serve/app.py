@@ -22,8 +22,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
-from radd_cli.errors import RaddError, setting
+from radd_cli.errors import ConfigError, RaddError, setting
 from radd_cli.io.inference import LoadedModel
 from radd_cli.sampling import SamplingConfig
 from radd_cli.serve import wire
@@ -46,11 +47,18 @@ class ServeSettings:
     max_queue: int = field(default=256, metadata=limits(low=1))  # requests waiting to join the batch
     max_request_bytes: int = field(default=1 << 20, metadata=limits(low=1))
     shutdown_timeout: float = field(default=30.0, metadata=limits(low=0))  # seconds requests get to finish
-    api_key: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)  # None: no key; surrounding spaces are not part of it
     defaults: SamplingConfig = SamplingConfig()
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.api_key is not None:
+            if not self.api_key.strip():  # an empty variable or option must never turn authentication off
+                raise ConfigError(
+                    "api_key: the key is empty or only spaces; give a key, or set none (no --api-key and no "
+                    "RADD_API_KEY) to serve without one"
+                )
+            object.__setattr__(self, "api_key", self.api_key.strip())
 
 
 def create_app(loaded: LoadedModel, settings: ServeSettings) -> FastAPI:
@@ -76,6 +84,7 @@ def create_app(loaded: LoadedModel, settings: ServeSettings) -> FastAPI:
     created = int(time.time())
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)  # a bug still answers as JSON; the log has its traceback
     app.add_middleware(CountRequests, metrics=metrics)
 
     @app.get("/health")
@@ -142,6 +151,10 @@ async def http_error(request: Request, error: HTTPException) -> JSONResponse:
     return await api_error(request, ApiError(error.status_code, message, headers=error.headers))
 
 
+async def internal_error(request: Request, error: Exception) -> JSONResponse:
+    return await api_error(request, ApiError(500, "internal error; see the server log"))
+
+
 def queue_full(size: int) -> ApiError:
     return ApiError(
         429,
@@ -154,9 +167,10 @@ def queue_full(size: int) -> ApiError:
 def check_key(request: Request, key: str | None) -> None:
     if key is None:
         return
-    given = request.headers.get("authorization", "")
+    given = request.headers.get("authorization", "")  # HTTP headers arrive as latin-1 text
     scheme, _, token = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+    sent = token.strip().encode("latin-1", errors="replace")  # the bytes the client sent: a UTF-8 key matches
+    if scheme.lower() != "bearer" or not hmac.compare_digest(sent, key.encode()):
         raise ApiError(
             401,
             "missing or wrong API key; send the server's key as `Authorization: Bearer KEY` (the openai client's api_key)",
@@ -181,11 +195,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client left before its body ended: nobody to answer, nothing to log
+        raise ApiError(CLIENT_GONE, "the client closed the connection before the body ended") from None
     return b"".join(chunks)
 
 
@@ -291,15 +308,21 @@ class CountRequests:
 
 
 KNOWN_PATHS = ("/v1/completions", "/v1/models", "/health", "/metrics")
+BACKLOG = 2048  # uvicorn's default
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A bound socket (port 0: any free one), or a RaddError that says why not."""
+    """A listening socket (port 0: any free one), or a RaddError that says why not.
+
+    It listens before the server says where it serves: with SO_REUSEADDR two processes can both bind one
+    port, and only `listen` tells the second that the first has it.
+    """
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(info[0], socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(info[4])
+        sock.listen(BACKLOG)
     except OSError as error:
         raise RaddError(
             f"cannot listen on {host}:{port} ({error.strerror or error}); choose another {setting('host')} or {setting('port')}"

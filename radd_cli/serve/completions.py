@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
-from radd_cli.errors import ConfigError
+from radd_cli.errors import ConfigError, plain_name
 from radd_cli.io.inference import LoadedModel
 from radd_cli.sampling import SamplingConfig, templates
 from radd_cli.sampling.config import FLAT_SETTINGS, OrderName, from_settings
 from radd_cli.sampling.engine import resolve_seeds
 from radd_cli.sampling.pool import Job, first_generated_eos, make_job
 from radd_cli.serve.wire import ApiError, CompletionRequest
-from radd_cli.validation import Choice
+from radd_cli.validation import Choice, shortened, shown
 
 log = logging.getLogger("radd.serve")
 
@@ -56,7 +56,7 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
     unknown = sorted(set(extras) - set(RADD_FIELDS))
     if unknown:
         raise ApiError(
-            400, f"unknown field {unknown[0]!r}; radd's own fields are {', '.join(RADD_FIELDS)}", param=unknown[0]
+            400, f"unknown field {shown(unknown[0])}; radd's own fields are {', '.join(RADD_FIELDS)}", param=shortened(unknown[0])
         )
     try:
         config = sampling_config(defaults, request, extras)
@@ -64,7 +64,7 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
         raise config_error(error) from None
     mode = extras.get("stream_mode", StreamMode.prefix)
     if mode not in StreamMode.names():
-        raise ApiError(400, f"stream_mode: {mode!r} is not one of {', '.join(StreamMode.names())}", param="stream_mode")
+        raise ApiError(400, f"stream_mode: {shown(mode)} is not one of {', '.join(StreamMode.names())}", param="stream_mode")
     filled = fill_templates(request, extras, loaded)
     count = len(filled) * request.n
     if count > max_rows:
@@ -112,17 +112,25 @@ def request_order(order):
     ):
         return order
     raise ConfigError(
-        f"{order!r} is not one of {', '.join(OrderName.names())}, nor positions as a list of whole numbers (one "
-        "list per choice for different orders)",
+        f"{shown(order)} is not one of {', '.join(OrderName.names())}, nor positions as a list of whole numbers "
+        "(one list per choice for different orders)",
         field="order",
     )
 
 
+# The library's names of settings that a request spells otherwise.
+REQUEST_NAMES = {"seeds": "seed", "prefix": "prompt", "length": "max_tokens"}
+
+
+def request_name(field: str, value=None) -> str:
+    return plain_name(REQUEST_NAMES.get(field, field), value)
+
+
 def config_error(error: ConfigError) -> ApiError:
-    """A settings error as a 400 whose `param` is the request field of its first problem."""
-    field = {"seeds": "seed"}.get(error.problems[0].field, error.problems[0].field)
-    known = field in RADD_FIELDS or field in (*OPENAI_SETTINGS, "seed")
-    return ApiError(400, error.render(), param=field if known else None)
+    """A settings error as a 400, its settings named as the request names them; `param` is the first one's."""
+    field = request_name(error.problems[0].field) if error.problems[0].field else None
+    known = field in RADD_FIELDS or field in (*OPENAI_SETTINGS, "seed", "prompt", "max_tokens")
+    return ApiError(400, error.render(request_name), param=field if known else None)
 
 
 def fill_templates(

@@ -13,6 +13,8 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from radd_cli.validation import shortened, shown
+
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -23,6 +25,8 @@ ERROR_TYPES = {
     503: "server_error",
 }
 MAX_STOPS = 4  # as the OpenAI API
+MAX_DEPTH = 16  # nested arrays and objects; the deepest field (an order per choice) needs 3
+MAX_INTEGER = 2**64  # no field takes a whole number this large (seeds go up to 2^64 − 1)
 
 
 class ApiError(Exception):
@@ -91,10 +95,15 @@ def parse_request(body: bytes) -> CompletionRequest:
     """The request in `body`, or an ApiError(400) that names every field that is wrong."""
     try:
         data = json.loads(body)
+    except RecursionError:  # the parser nests one call per level
+        raise ApiError(400, f"the body nests arrays or objects deeper than {MAX_DEPTH} levels") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ApiError(400, f"the body is not valid JSON ({error}); send a JSON object") from None
+        raise ApiError(400, f"the body is not valid JSON ({shortened(str(error), 200)}); send a JSON object") from None
+    except ValueError:  # Python reads no integer of more than 4300 digits
+        raise ApiError(400, "the body holds a number with more than 4300 digits; no field takes one") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"the body must be a JSON object, got a {type(data).__name__}")
+    check_values(data)
     prompt = data.get("prompt")
     if isinstance(prompt, list) and prompt and all(isinstance(p, (int, list)) for p in prompt):
         raise ApiError(400, "prompt: token ids are not supported by radd serve; send text", param="prompt")
@@ -112,15 +121,30 @@ def parse_request(body: bytes) -> CompletionRequest:
     return request
 
 
+def check_values(data: dict) -> None:
+    """Refuse, before any field is read, what no field takes: arrays or objects nested past MAX_DEPTH levels,
+    and whole numbers of MAX_INTEGER or more (no tensor or generator downstream could hold them)."""
+    pending = [(name, value, 1) for name, value in data.items()]
+    while pending:
+        name, value, depth = pending.pop()
+        field = shortened(name)
+        if depth > MAX_DEPTH:
+            raise ApiError(400, f"{field}: nested deeper than {MAX_DEPTH} levels", param=field)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_INTEGER:
+            raise ApiError(400, f"{field}: {shown(value)} is out of range (at most 2^64 - 1)", param=field)
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        pending.extend((name, child, depth + 1) for child in children)
+
+
 def _field_errors(error: ValidationError, data: dict) -> ApiError:
     problems: dict[str, list[str]] = {}
     for item in error.errors():
-        name = str(item["loc"][0]) if item["loc"] else "body"
+        name = shortened(str(item["loc"][0])) if item["loc"] else "body"
         message = "is required" if item["type"] == "missing" else item["msg"].replace("Input should be", "should be")
         if message not in problems.setdefault(name, []):
             problems[name].append(message)
     described = [
-        f"{name} {' or '.join(messages)}" + (f", got {data[name]!r}" if name in data else "")
+        f"{name} {' or '.join(messages)}" + (f", got {shown(data[name])}" if name in data else "")
         for name, messages in problems.items()
     ]
     return ApiError(400, "; ".join(described), param=next(iter(problems)))

@@ -57,10 +57,15 @@ class RunFolder:
         self.metrics_file = self.path / "metrics.jsonl"
         self.lock_file = self.path / ".lock"
         self._lock = None
+        self.claimed: str | None = None  # "made" or "found empty": this process made the folder a run folder
 
     # ownership and the lock
     def is_radd_run(self) -> bool:
-        return (self.path / MARKER).is_file() or self.recipe_file.is_file()
+        """The marker radd writes when it claims a folder, or (a run from before the marker) a recipe.json
+        beside radd's checkpoints/ or final/: a recipe.json alone may be anybody's file."""
+        if (self.path / MARKER).is_file():
+            return True
+        return self.recipe_file.is_file() and (self.checkpoints.is_dir() or (self.final / "config.json").is_file())
 
     def claim(self) -> None:
         """Make sure the folder is radd's: a new or empty folder becomes one; anything else is refused."""
@@ -74,11 +79,26 @@ class RunFolder:
                 "folder it did not make: give a new or empty folder",
                 field="run_dir",
             )
+        existed = self.path.is_dir()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            (self.path / MARKER).write_text("a radd train run folder\n")
-        except OSError as error:
+            write_text(self.path / MARKER, "a radd train run folder\n")  # whole or not at all
+        except (OSError, WriteError) as error:
+            if not existed:
+                _remove_if_empty(self.path)
             raise WriteError(f"cannot create the run folder {self.path}: {cause(error)}") from error
+        self.claimed = "found empty" if existed else "made"
+
+    def abandon(self) -> None:
+        """After a failed start in a folder this process claimed (new or empty) and still holds the lock of:
+        remove what the attempt wrote there (the marker, the lock file, a tokenizer it trained), and the
+        folder itself if the attempt made it. Everything in it is the attempt's own."""
+        if self.claimed is None or self._lock is None:
+            return
+        for entry in self.path.iterdir():
+            remove(entry)
+        if self.claimed == "made":
+            _remove_if_empty(self.path)
 
     def lock(self) -> None:
         """Become the folder's only writer, or fail at once naming the process that is.
@@ -101,11 +121,14 @@ class RunFolder:
             raise RaddError(
                 f"{self.path} is in use by {holder}; wait for it to finish or stop it (one radd train per run folder)"
             ) from None
-        handle.seek(0)
-        handle.truncate()
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        handle.write(f"radd train, pid {os.getpid()}, started {started}: {' '.join(sys.argv)}\n")
-        handle.flush()
+        try:  # the lock is held whether or not its note fits on the disk
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"radd train, pid {os.getpid()}, started {started}: {' '.join(sys.argv)}\n")
+            handle.flush()
+        except OSError:
+            handle.truncate(0)
         self._lock = handle
 
     def unlock(self) -> None:
@@ -169,7 +192,9 @@ class RunFolder:
         write_text(self.recipe_file, json.dumps(recipe.to_dict(), indent=2) + "\n")
 
     def check_checkpoint_recipe(self, checkpoint: Path, recipe: Recipe) -> None:
-        """A checkpoint records the recipe it was trained with; resuming it with another is refused."""
+        """A checkpoint records the recipe it was trained with; resuming it with another is refused
+        (ConfigError), and one whose record is damaged is unreadable (CheckpointError). Checkpoints from
+        before they kept their recipe have none: their network's shapes are checked instead."""
         saved = checkpoint / RECIPE
         if not saved.is_file():
             return
@@ -278,6 +303,13 @@ def _step_of(line: str) -> int | None:
     except (json.JSONDecodeError, AttributeError):
         return None
     return step if isinstance(step, int) else None
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty, or already gone
+        pass
 
 
 def _attempt(action) -> str | None:

@@ -4,6 +4,7 @@ accelerate trackers (tensorboard, wandb) when the recipe asks. Only the main pro
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.markup import escape
 from rich.progress import TextColumn
 
 from radd_cli.console import err, progress_bar
+from radd_cli.errors import ConfigError
 from radd_cli.files import WriteError, cause, write_text
 from radd_cli.validation import Choice
 
@@ -21,6 +23,20 @@ class Tracker(Choice):
 
     tensorboard = "tensorboard"
     wandb = "wandb"
+
+
+TRACKER_PACKAGES = {Tracker.tensorboard: ("tensorboard", "tensorboardX"), Tracker.wandb: ("wandb",)}  # any one of
+
+
+def check_trackers(trackers) -> None:
+    """Refuse, before any work, a tracker whose package is missing: accelerate would train on without it."""
+    for tracker in trackers:
+        packages = TRACKER_PACKAGES[Tracker(tracker)]
+        if not any(importlib.util.find_spec(package) for package in packages):
+            raise ConfigError(
+                f"logging.trackers: {tracker} is not installed (pip install {packages[0]}); install it or remove "
+                f"{tracker} from logging.trackers"
+            )
 
 
 class RunLogger:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -184,6 +185,9 @@ class Runtime:
                 f"with training.sharding = '{'fsdp' if sharding.holds_shards(folder) else 'none'}' and a launch "
                 f"that agrees (another {setting('run_dir')} starts a new run instead)"
             )
+        # accelerate only logs a random-state file it cannot read: read it first, so that a damaged one makes
+        # the checkpoint unreadable (the trainer falls back to an older one) instead of resuming without it
+        torch.load(Path(folder) / f"random_states_{self.accelerator.process_index}.pkl", weights_only=False)
         if self.sharded:
             state = dict(self._sharded_state)
             sharding.load(folder, state.pop("model"), state.pop("optimizer"), state)

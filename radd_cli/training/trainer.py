@@ -31,7 +31,7 @@ from radd_cli.sampling.prompting import respond
 from radd_cli.training.learner import Learner, TrainState
 from radd_cli.training.recipe import Recipe
 from radd_cli.training.run_folder import RunFolder
-from radd_cli.training.run_log import RunLogger
+from radd_cli.training.run_log import RunLogger, check_trackers
 from radd_cli.training.runtime import Runtime, build_runtime
 
 # What loading a damaged checkpoint raises: truncated or empty files, missing ones, garbage in a pickle.
@@ -137,6 +137,7 @@ class Trainer:
         """Set the run up: claim and lock the folder, check it may be continued with `recipe` (or, with
         `restart`, move its old files aside), then tokenizer, data and Learner. Nothing of the run's own
         metadata is written before the run starts."""
+        check_trackers(recipe.logging.trackers)
         self.recipe, self.folder, self.on_step = recipe, RunFolder(run_dir), on_step
         training = recipe.training
         self.runtime = rt = build_runtime(
@@ -145,8 +146,8 @@ class Trainer:
             project_dir=str(self.folder.path),
             sharding=training.sharding,
         )
-        rt.main_first(lambda: (self.folder.claim(), self.folder.lock()), others=False)
         try:
+            rt.main_first(lambda: (self.folder.claim(), self.folder.lock()), others=False)
             rt.main_first(lambda: (self.folder.tidy(), self.folder.check_continuation(recipe, restart)), others=False)
             self.tokenizer = prepare_tokenizer(recipe, self.folder, rt)
             self.learner = Learner(recipe, rt, self.tokenizer.vocab_size)  # refuses what cannot fit in memory
@@ -159,6 +160,8 @@ class Trainer:
             self.order = data_lib.BlockOrder(len(self.train_blocks), training.seed)
             self.logger = RunLogger(self.folder, rt, recipe, show_progress=show_progress)
         except BaseException:
+            if rt.is_main:
+                self.folder.abandon()  # a failed start in a folder it made leaves nothing behind
             self.folder.unlock()
             raise
 
@@ -170,7 +173,6 @@ class Trainer:
         """Continue from the newest checkpoint that loads; unreadable ones are kept aside, never deleted."""
         found = self.folder.complete_checkpoints()
         for _, checkpoint in reversed(found):
-            self.runtime.main_first(lambda: self.folder.check_checkpoint_recipe(checkpoint, self.recipe))
             problem = self._load(checkpoint)
             if not self.runtime.any(problem is not None):
                 self.logger.line(f"resumed from {checkpoint} (step {self.state.step})")
@@ -187,7 +189,12 @@ class Trainer:
         return False
 
     def _load(self, checkpoint: Path) -> str | None:
-        """Load a checkpoint into the run; what went wrong when it does not load, or None."""
+        """Load a checkpoint into the run; what went wrong when it does not load, or None. Any damaged
+        file (its recipe record, random states, optimizer, ...) makes it unreadable; another run's is refused."""
+        try:
+            self.folder.check_checkpoint_recipe(checkpoint, self.recipe)
+        except CheckpointError as error:
+            return str(error)
         self.learner.check_weights(checkpoint)
         try:
             self.runtime.load_state(str(checkpoint))

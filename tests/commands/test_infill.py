@@ -103,3 +103,18 @@ def test_a_template_longer_than_the_model_is_filled_window_by_window(tmp_path, t
     for row in (json.loads(line) for line in (tmp_path / "w.jsonl").read_text().splitlines()):
         fixed = [span["text"] for span in row["spans"] if not span["generated"]]
         assert fixed[0] == "The " and fixed[-1] == " end" and len(row["token_ids"]) > 16
+
+
+def test_expected_nfe_counts_the_two_evaluations_of_a_guided_call(tiny_checkpoint):
+    def expected(*extra) -> float:
+        result = run("--model", tiny_checkpoint, "--prefix", "The cat", "--steps", 8, *extra)
+        assert result.exit_code == 0, result.output
+        [line] = [line for line in result.output.splitlines() if "NFE per sequence" in line]
+        return float(line.split(",")[1].split()[0])
+
+    assert expected("--guidance", "2") == pytest.approx(2 * expected(), abs=0.051)  # printed to one decimal
+
+
+def test_a_template_beyond_the_model_s_reach_is_refused_up_front(tiny_checkpoint):
+    result = run("--model", tiny_checkpoint, "--template", "The [MASK:1000000] end")  # ran for hours
+    assert_clean_error(result, "radd writes at most 64 model lengths (1024 tokens) window by window", 2)

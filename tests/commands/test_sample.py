@@ -77,7 +77,7 @@ def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
         ["--method", "euler", "--top-k", 5, "--steps", 8],
         ["--top-p", 0.9, "--temperature", 0.7, "--steps", 8],
     ):
-        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl")
+        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl", "--force")
         assert result.exit_code == 0, (extra, result.output)
         if "ordered" in extra:
             assert all(row["nfe"] == 16 for row in read_jsonl(tmp_path / "o.jsonl"))
@@ -178,7 +178,7 @@ def test_the_sampler_suite_from_the_command_line(tmp_path, tiny_checkpoint):
         ["--length", 40, "--steps", 4],  # past the model's length (16): window by window
         ["--stop-at-eos", "--steps", 4],
     ):
-        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl")
+        result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl", "--force")
         assert result.exit_code == 0, (extra, result.output)
         rows = read_jsonl(tmp_path / "o.jsonl")
         assert len(rows) == 2 and all(row["nfe"] >= 1 for row in rows)
@@ -186,3 +186,20 @@ def test_the_sampler_suite_from_the_command_line(tmp_path, tiny_checkpoint):
             assert all(len(row["token_ids"]) == 40 for row in rows)
         if "--stop-at-eos" in extra:
             assert all(len(row["token_ids"]) <= 16 and row["settings"]["stop_at_eos"] for row in rows)
+
+
+def test_prompts_from_a_file_with_a_byte_order_mark(tmp_path, tiny_checkpoint):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "The cat"}).encode() + b"\n")
+    result = run("--model", tiny_checkpoint, "--prompts", prompts, "-n", 1, "--output", tmp_path / "a.jsonl")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "a.jsonl").read_text())["prompt"] == "The cat"
+
+
+def test_a_prompt_too_long_for_the_model_is_told_to_shrink_not_to_raise_the_length(tiny_checkpoint):
+    long = "The cat sat on the mat. " * 3  # 29 tokens; the model holds 16
+    assert_clean_error(
+        run("--model", tiny_checkpoint, "--prompt", long), "shorten it to at most 15 tokens: the model holds 16", 2
+    )
+    result = run("--model", tiny_checkpoint, "--prompt", "The cat sat on the mat.", "--length", 8)
+    assert_clean_error(result, "raise length to at least 10 (the model holds 16)", 2)

@@ -132,3 +132,16 @@ def test_an_empty_file_and_a_long_prompt_when_packing_are_errors(tmp_path, token
     with pytest.raises(DataError, match="long.jsonl line 1: the prompt is .* no room for a response"):
         instructions.load_blocks(long, "all", tokenizer, 16, tmp_path / "cache", Packing.pack)
     assert not instructions.is_instruction_source(str(empty))  # plain-text loading names it as empty
+
+
+def test_a_byte_order_mark_is_not_data(tmp_path, tokenizer):
+    """Editors on Windows start UTF-8 files with a BOM: the first row's fields were reported missing."""
+    rows = [{"prompt": "The cat", "response": " sat."}, {"prompt": "The dog", "response": " ran."}]
+    plain = write_rows(tmp_path / "plain.jsonl", rows)
+    marked = tmp_path / "marked.jsonl"
+    marked.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "plain.jsonl").read_bytes())
+    assert instructions.is_instruction_source(str(marked))
+    assert instructions.read_rows(str(marked), "all")[0].prompt == "The cat"
+    assert [r.response for r in instructions.read_rows(str(marked), "all")] == [
+        r.response for r in instructions.read_rows(plain, "all")
+    ]

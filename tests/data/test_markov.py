@@ -50,5 +50,5 @@ def test_documents_tokenize_into_blocks_with_the_builtin_tokenizer(tmp_path):
     symbols = markov.symbols_of(blocks[0].tolist())
     assert markov.chain().score(symbols[:63]).forbidden == 0
     assert tokenizer.decode(blocks[0, :3].tolist()) == " ".join(f"s{s}" for s in symbols[:3])
-    with pytest.raises(data.DataError, match="markov has no split 'all'"):
+    with pytest.raises(data.ConfigError, match="markov has no split 'all'"):
         data.load_documents(markov.NAME, "all")

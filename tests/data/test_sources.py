@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from radd_cli.data import sources as data
-from radd_cli.errors import DataError
+from radd_cli.errors import ConfigError, DataError
 from radd_cli.io.tokenizer import load_tokenizer, train_tokenizer
 
 
@@ -114,9 +114,9 @@ def test_bad_sources_are_clear_errors(tmp_path, tokenizer, monkeypatch):
     (tmp_path / "blank.txt").write_text("")
     with pytest.raises(DataError, match="holds no documents|fewer than one block"):
         data.load_blocks(str(tmp_path / "blank.txt"), "all", tokenizer, 8, tmp_path / "cache")
-    with pytest.raises(DataError, match="has no split 'test'"):
+    with pytest.raises(ConfigError, match="has no split 'test'"):
         data.load_documents("builtin", "test")
-    with pytest.raises(DataError, match="dataset lambada has no split 'train'"):
+    with pytest.raises(ConfigError, match="dataset lambada has no split 'train'"):
         data.load_documents("lambada", "train")
 
 
@@ -149,3 +149,12 @@ def test_files_that_are_not_regular_are_refused_instead_of_blocking(tmp_path, to
     for source in (tmp_path / "pipe.txt", tmp_path):
         with pytest.raises(DataError, match="pipe.txt is not a regular file"):
             data.load_documents(str(source), "all")
+
+
+@pytest.mark.parametrize(
+    "name, content", [("blank.jsonl", b"\n\n   \n\t\n"), ("blank.txt", b"\n \n"), ("bom.jsonl", b"\xef\xbb\xbf\n\n")]
+)
+def test_a_file_of_blank_lines_holds_no_documents(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)  # was a message of the datasets library: "corresponds to no data"
+    with pytest.raises(DataError, match="holds no documents: its files are empty or hold only blank lines"):
+        data.load_documents(str(tmp_path / name), "all")

@@ -15,7 +15,7 @@ from radd_cli.cli import app
 from radd_cli.core.schedule import get_schedule
 from radd_cli.data import instructions, tasks
 from radd_cli.evaluation import tasks as task_scoring
-from radd_cli.errors import DataError
+from radd_cli.errors import ConfigError, DataError
 from radd_cli.io.tokenizer import train_tokenizer
 from radd_cli.sampling import SamplingConfig, Strategy
 from tests.cli_helpers import assert_clean_error
@@ -51,7 +51,7 @@ def test_exact_match_ignores_only_whitespace():
     assert perfect.interval == (pytest.approx(500 / (500 + 1.959964**2)), 1.0)  # Wilson: never a zero-width interval
     with pytest.raises(DataError, match="no built-in task 'nope'; the tasks are task:sort"):
         tasks.task_name("task:nope")
-    with pytest.raises(DataError, match="task:sort has no split 'dev'"):
+    with pytest.raises(ConfigError, match="task:sort has no split 'dev'"):  # a setting: exit 2
         tasks.examples("sort", "dev")
 
 
@@ -116,5 +116,5 @@ def test_a_short_run_trains_and_radd_eval_reports_exact_match(tmp_path):
     assert saved["prompts"] == 30 and 0 <= saved["exact_match"] <= 1 and saved["task"] == "sort"
     assert saved["strategy"] == "top_k" and saved["top_k"] == 1  # greedy by default
     assert_clean_error(runner.invoke(app, ["eval", "--task", "sort"]), "--task needs --model", exit_code=2)
-    bad = runner.invoke(app, ["eval", "--model", str(run / "final"), "--task", "sort", "--split", "dev"])
-    assert_clean_error(bad, "task:sort has no split 'dev'", exit_code=1)
+    bad = runner.invoke(app, ["eval", "--model", str(run / "nowhere"), "--task", "sort", "--split", "dev"])
+    assert_clean_error(bad, "task:sort has no split 'dev'", exit_code=2)  # before the model: it does not exist

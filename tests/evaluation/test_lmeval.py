@@ -179,3 +179,34 @@ def test_generation_stops_at_stop_strings_and_max_tokens_and_likelihoods_are_exa
         assert log_p == pytest.approx(float(exact)) and greedy == bool(flag) and log_p < 0
     [rolling] = lm.loglikelihood_rolling(requests("loglikelihood_rolling", ("The cat sat on the mat. " * 4,)))
     assert rolling < 0
+
+
+def test_non_finite_log_likelihoods_are_an_error_never_a_score(tiny_checkpoint, tmp_path):
+    """A NaN made lm-eval's argmax pick the first choice and report accuracy 1.0 with exit 0."""
+    from radd_cli.errors import NonFiniteError
+    from radd_cli.evaluation.lmeval import RaddLM
+
+    lm = RaddLM(pretrained=str(tiny_checkpoint), device="cpu")
+    with torch.no_grad():
+        next(lm.loaded.model.parameters()).fill_(float("nan"))
+    for likelihood in ("exact", "monte_carlo"):
+        lm.likelihood = likelihood
+        with pytest.raises(NonFiniteError, match="log-likelihood of request 0 .* is nan; .* no score is reported"):
+            lm.loglikelihood(requests("loglikelihood", ("The cat", " sat"), ("The dog", " ran")))
+    with pytest.raises(NonFiniteError):
+        lm.loglikelihood_rolling(requests("loglikelihood_rolling", ("The cat sat on the mat.",)))
+
+
+def test_bad_model_args_through_the_harness_command_line_are_one_line_and_exit_2(tiny_checkpoint, tmp_path):
+    folder = write_tasks(tmp_path, multiple_choice_rows(4))
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    for model_args, message in (
+        (f"pretrained={tiny_checkpoint},mc_samples=0", "Error: mc_samples: must be at least 1, got 0"),
+        (f"pretrained={tiny_checkpoint},device=cuda:1", "Error: device is given twice"),
+    ):
+        command = [sys.executable, "-m", "radd_cli.lmeval", "--model", "radd", "--model_args", model_args]
+        command += ["--tasks", "radd_test_mc", "--include_path", str(folder), "--device", "cpu"]
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=folder)
+        errors = [line for line in finished.stderr.splitlines() if " WARNING " not in line and " INFO " not in line]
+        assert finished.returncode == 2 and "Traceback" not in finished.stderr, finished.stderr[-2000:]
+        assert len(errors) == 1 and errors[0].startswith(message), finished.stderr[-2000:]

@@ -56,8 +56,14 @@ def test_bad_sampler_arguments_are_config_errors(oracle, kwargs, message):
         (dict(method="ordered", block_length=2), "block_length: applies to tweedie, euler, confidence"),
         (dict(method="confidence", remasking="conf"), "remasking: applies to remdm, not to confidence"),
         (dict(guidance=-1.0), "guidance: must be at least 0"),
+        (dict(guidance=1e30), "guidance: must be at most 1000"),  # near 1e308 the guided log-probs were NaN
+        (dict(method="remdm", eta=1.5), "eta: must be at most 1"),  # σ = η·σ_max is a probability
+        (dict(method="ordered", order=[2**63] * 8), "order: give the positions as whole numbers from 0"),
+        (dict(method="ordered", order=[[0, 1], [0]]), "order: give the positions as whole numbers from 0"),
+        (dict(length=8 * 64 + 1), "length: 513 tokens is 64 times the model's length \\(8\\); radd writes at most 64"),
     ],
 )
 def test_bad_settings_are_config_errors(tiny_model, settings, message):
+    settings = {"length": 8, **settings}
     with pytest.raises(ConfigError, match=message):
-        sample(tiny_model, LOGLINEAR, num_samples=2, length=8, **settings)
+        sample(tiny_model, LOGLINEAR, num_samples=2, **settings)

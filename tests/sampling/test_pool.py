@@ -147,3 +147,10 @@ def test_progress_counts_samples_and_the_share_of_each_drawn(tiny_model):
     )
     assert all(total == 3 for _, total in seen) and seen[-1][0] == 3
     assert all(a <= b + 1e-9 for (a, _), (b, _) in zip(seen, seen[1:]))  # never goes back
+
+
+def test_long_sequences_report_progress_inside_each_window(tiny_model):
+    seen = []
+    sample(tiny_model, LOGLINEAR, num_samples=2, length=20, steps=4, seeds=range(2), progress=lambda done, total: seen.append(done))
+    windows = 4  # 20 positions in windows of 8, every 4: starting at 0, 4, 8 and 12 (aligned to the end)
+    assert len(seen) > windows and seen == sorted(seen) and seen[-1] == pytest.approx(2)

@@ -172,7 +172,7 @@ def test_prefix_suffix_errors(tokenizer):
     with pytest.raises(ConfigError, match=r"length: is 0; it must be between 1 and 1048576 tokens"):
         prefix_suffix_template("The", None, 0, tokenizer)
     for prefix, suffix in [(None, None), ("", "")]:
-        with pytest.raises(ConfigError, match=r"give --prefix and/or --suffix .* or --template"):
+        with pytest.raises(ConfigError, match=r"give prefix and/or suffix .* or template"):
             prefix_suffix_template(prefix, suffix, 10, tokenizer)
 
 

@@ -214,6 +214,13 @@ BAD_REQUESTS = {
     "blocks that do not divide the length": ({"block_length": 5}, 400, "block_length"),
     "a template longer than the model": ({"prompt": "", "template": "[MASK:40]"}, 400, "template"),
     "body too large": ({"prompt": "x" * 70_000}, 413, None),
+    # hostile bodies that were a plain-text 500, or failed every request in flight
+    "nesting past 16 levels": (b'{"model": "tiny", "prompt": "a", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, None),
+    "an integer of 5000 digits": (b'{"model": "tiny", "prompt": "a", "n": ' + b"9" * 5000 + b"}", 400, None),
+    "an integer past 2^64": ({"max_tokens": 10**30}, 400, "max_tokens"),
+    "order positions past int64": ({"method": "ordered", "order": [2**63] * 16}, 400, "order"),
+    "guidance that overflows": ({"guidance": 1.7e308}, 400, "guidance"),
+    "a remasking probability above one": ({"method": "remdm", "eta": 1e308}, 400, "eta"),
 }
 
 
@@ -225,6 +232,7 @@ def test_bad_requests_get_their_status_and_an_openai_error_object(server, case):
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"] and error["param"] == param
+    assert "--" not in error["message"] and len(error["message"]) < 300  # fields, not flags; values quoted short
 
 
 def test_bad_requests_do_not_disturb_the_requests_being_served(server, client, offline):

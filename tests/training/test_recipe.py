@@ -115,7 +115,7 @@ def test_recipes_command_lists_prints_and_copies(tmp_path):
     assert runner.invoke(app, ["recipes", "tiny", "--copy", str(target)]).exit_code == 0
     assert load_recipe(str(target)).name == "mine"
     again = runner.invoke(app, ["recipes", "tiny", "--copy", str(target)])
-    assert again.exit_code == 1 and "pass --force" in again.output
+    assert again.exit_code == 2 and "pass --force" in again.output
     assert runner.invoke(app, ["recipes", "tiny", "--copy", str(target), "--force"]).exit_code == 0
     missing = runner.invoke(app, ["recipes", "tiny", "--copy", str(tmp_path / "nowhere" / "x.toml")])
     assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -9,6 +9,7 @@ import pytest
 from radd_cli.errors import ConfigError, RaddError
 from radd_cli.training.recipe import load_recipe
 from radd_cli.training.run_folder import RunFolder
+from tests.test_files import disk, fill  # noqa: F401, F811  (a real tmpfs to fill)
 
 HOLD_LOCK = """
 import sys, time
@@ -97,3 +98,48 @@ def test_restart_moves_the_run_aside_and_metrics_are_cut_back_to_the_resumed_ste
     [aside] = folder.path.glob("replaced-*")
     assert sorted(p.name for p in aside.iterdir()) == ["metrics.jsonl", "recipe.json"]
     assert not folder.recipe_file.exists() and (folder.path / ".radd-run").is_file()
+
+
+def test_a_recipe_json_alone_does_not_make_a_folder_radd_s(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "recipe.json").write_text('{"training": {"steps": 1}}')  # a user's file of that name
+    assert not RunFolder(mine).is_radd_run()
+    with pytest.raises(ConfigError, match="is not empty and is not a radd run folder"):
+        RunFolder(mine).claim()
+    assert [p.name for p in mine.iterdir()] == ["recipe.json"]
+    (mine / "checkpoints").mkdir()  # a run from before the marker: recipe.json beside radd's checkpoints
+    assert RunFolder(mine).is_radd_run()
+
+
+def test_a_failed_start_in_a_folder_it_made_leaves_nothing_behind(tmp_path):
+    folder = RunFolder(tmp_path / "new" / "run")
+    folder.claim()
+    folder.lock()
+    (tmp_path / "new" / "run" / "tokenizer").mkdir()  # what the attempt wrote before it failed
+    folder.abandon()
+    folder.unlock()
+    assert not (tmp_path / "new" / "run").exists() and (tmp_path / "new").is_dir()
+    (tmp_path / "yours").mkdir()  # an empty folder of the user's: emptied again, kept
+    given = RunFolder(tmp_path / "yours")
+    given.claim()
+    given.lock()
+    given.abandon()
+    given.unlock()
+    assert (tmp_path / "yours").is_dir() and not any((tmp_path / "yours").iterdir())
+    RunFolder(tmp_path / "run").claim()
+    theirs = RunFolder(tmp_path / "run")  # claimed by another process: never taken back by this one
+    theirs.claim()
+    theirs.lock()
+    theirs.abandon()
+    theirs.unlock()
+    assert (tmp_path / "run" / ".radd-run").is_file()
+
+
+def test_a_full_disk_leaves_no_run_folder_or_marker(disk):  # noqa: F811  (the fixture imported above)
+    from radd_cli.files import WriteError
+
+    fill(disk)
+    with pytest.raises(WriteError, match="cannot create the run folder"):
+        RunFolder(disk / "run").claim()
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]

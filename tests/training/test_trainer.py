@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from radd_cli.cli import app
 from radd_cli.core.losses import LOSSES
-from radd_cli.errors import ConfigError, TrainingError
+from radd_cli.errors import ConfigError, RaddError, TrainingError
 from radd_cli.io.pretrained import load
 from radd_cli.training.optim import learning_rate_factor
 from radd_cli.training.recipe import load_recipe
@@ -365,3 +365,38 @@ def test_a_failed_resume_does_not_rewrite_the_recipe(tmp_path, cache_dir):
     assert not (tmp_path / "run" / "recipe.json").exists()  # nothing was written by the failed attempts
     _, result = train_in_process(tmp_path / "run", cache_dir, "training.steps=3")  # the original command resumes
     assert result.steps == 3 and json.loads((tmp_path / "run" / "recipe.json").read_text())["training"]["steps"] == 3
+
+
+def test_any_damaged_file_of_the_newest_checkpoint_falls_back_to_an_older_one(tmp_path, cache_dir):
+    """Not only the weights: accelerate only logs random states it cannot read, and a damaged recipe record
+    stopped the resume; both now make their checkpoint unreadable, and the run resumes from the one before."""
+    extra = ["checkpoint.every=2", "checkpoint.keep_last=3"]
+    train_in_process(tmp_path / "run", cache_dir, "training.steps=6", *extra)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    (checkpoints / "step_6" / "random_states_0.pkl").write_bytes(b"\x80\x04garbage")
+    (checkpoints / "step_4" / "recipe.json").write_text('{"model": {"hidden_size"')  # cut short
+    _, result = train_in_process(tmp_path / "run", cache_dir, "training.steps=8", *extra)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "skipped step_6, which does not load" in log and "skipped step_4, which does not load" in log, log
+    assert f"resumed from {checkpoints / 'step_2'}" in log, log
+    assert "recipe.json cannot be read" in (checkpoints / "unreadable-step_4" / "WHY.txt").read_text()
+    train_in_process(tmp_path / "straight", cache_dir, "training.steps=8", *extra)
+    assert result.steps == 8
+    assert_same(weights(tmp_path / "run" / "final"), weights(tmp_path / "straight" / "final"))
+
+
+def test_a_failed_start_in_a_new_folder_leaves_no_folder_behind(tmp_path, cache_dir):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RaddError):
+        train_in_process(tmp_path / "run", cache_dir, f"training.init_from={tmp_path / 'empty'}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_tracker_package_stops_training_before_it_starts(tmp_path, cache_dir, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match="logging.trackers: wandb is not installed"):
+        train_in_process(tmp_path / "run", cache_dir, 'logging.trackers=["wandb"]')
+    assert not (tmp_path / "run").exists()
