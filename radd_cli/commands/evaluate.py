@@ -27,7 +27,7 @@ from radd_cli.commands.relaunch import relaunch_on_gpus
 from radd_cli.commands.task_eval import evaluate_task
 from radd_cli.console import err, out, progress_bar
 from radd_cli.core.losses import Loss
-from radd_cli.data import sources as data
+from radd_cli.data import sources, tokens
 from radd_cli.data.tasks import TaskName
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError, DataError
@@ -43,7 +43,7 @@ def evaluate(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model folder or Hub id to evaluate.")] = None,
     dataset: Annotated[
         Optional[str],
-        typer.Option("--dataset", "-d", help=f"{', '.join(data.DATASETS)}, builtin, or a local file/folder."),
+        typer.Option("--dataset", "-d", help=f"{', '.join(sources.DATASETS)}, builtin, markov, task:NAME, or a local file/folder."),
     ] = None,
     split: Annotated[
         Optional[str], typer.Option("--split", help="Default: test (openwebtext: validation; local: all).")
@@ -67,7 +67,7 @@ def evaluate(
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs of this machine to shard the blocks over.")] = 1,
-    cache_dir: Annotated[str, typer.Option("--cache-dir", help="Where tokenized data is cached.")] = data.DEFAULT_CACHE,
+    cache_dir: Annotated[str, typer.Option("--cache-dir", help="Where tokenized data is cached.")] = tokens.DEFAULT_CACHE,
     samples: Annotated[
         Optional[Path], typer.Option("--samples", help="A .jsonl from radd sample, for generative quality.")
     ] = None,
@@ -126,23 +126,22 @@ def evaluate(
 
 
 def default_split(dataset: str) -> str:
-    if dataset in data.DATASETS:
-        splits = data.DATASETS[dataset].splits
-        return "test" if "test" in splits else "validation"
-    return "all"
+    """The split a published number is reported on: test where there is one, else validation, else all."""
+    splits = sources.source(dataset).splits
+    return next(split for split in ("test", "validation", "all") if split in splits)
 
 
 def _perplexity(
     model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device, precision, cache_dir
 ) -> None:
     split = split or default_split(dataset)
-    data.check_split(dataset, split)  # before the model is loaded
+    sources.source(dataset).check_split(split)  # before the model is loaded
     runtime = build_runtime(precision, cpu=device == "cpu") if launched_as_one_of_many() else None
     loaded = load_for_inference(model, str(runtime.device) if runtime else device, precision)
     length = length if length is not None else loaded.model.config.length
     if length > loaded.model.config.length:
         raise ConfigError(f"--length {length} is longer than the model's training length {loaded.model.config.length}")
-    blocks = data.load_blocks(dataset, split, loaded.tokenizer, length, cache_dir)
+    blocks, given = tokens.load_blocks(dataset, split, loaded.tokenizer, length, cache_dir)
     is_main = runtime is None or runtime.is_main
     with progress_bar(transient=True) as bar:
         task = bar.add_task("evaluating", total=None, visible=is_main)
@@ -150,6 +149,7 @@ def _perplexity(
             loaded.model,
             loaded.schedule,
             blocks,
+            given=given,  # prompts of prompt/response data are conditioned on, never scored
             loss=loss,
             mc_samples=mc_samples,
             batch_size=batch_size,

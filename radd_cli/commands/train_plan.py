@@ -14,7 +14,7 @@ from rich.table import Table
 
 from radd_cli.console import out
 from radd_cli.core.model import ModelConfig
-from radd_cli.data.sources import tokenizer_for
+from radd_cli.data.tokens import tokenizer_for
 from radd_cli.device import Precision, available_memory, resolve_precision
 from radd_cli.io.tokenizer import KNOWN_VOCABULARIES
 from radd_cli.training.launch import plans_to_shard

@@ -1,45 +1,38 @@
-"""Datasets → documents → token blocks of length L (docs/evaluation.md), cached, and a resumable block order.
+"""Where training and evaluation data come from. Each kind of source is a type; `source(name)` is the one place
+that tells them apart (docs/evaluation.md, docs/fine-tuning.md):
 
-Sources:
-- a `datasets` name from DATASETS (openwebtext, wikitext103, wikitext2, ptb, lambada, lm1b), with the
-  dataset's detokenizer applied to each document;
-- `builtin`: the Python documentation inside every CPython (`pydoc_data.topics`), no download needed;
-- `markov`: a synthetic language from a known sparse Markov chain (radd_cli/markov.py), generated here;
-- a local `.txt` file (one document per paragraph, i.e. per blank-line-separated block), `.jsonl`/`.json`
-  file (one document per row, field `text`; or pre-tokenized rows with `input_ids`, used as they
-  are), or a folder of such files.
-Sources without splits of their own (builtin, local) are split by document: every 20th document
-(in file order) is `validation`, the rest `train`; `all` is everything.
+- `HubSource`: a `datasets` name of DATASETS (openwebtext, wikitext103, wikitext2, ptb, lambada, lm1b), with its
+  own splits and its detokenizer;
+- `BuiltinSource`: `builtin`, the Python documentation inside every CPython (`pydoc_data.topics`), no download;
+- `MarkovSource`: `markov`, the synthetic language with a known likelihood (markov.py), generated here;
+- `TaskSource`: `task:NAME`, a built-in task's prompt/response rows (tasks.py);
+- `LocalSource`: a local `.txt` file (one document per paragraph), `.jsonl`/`.json` file (a `text` field per row,
+  pre-tokenized `input_ids`, or prompt/response rows — {"prompt", "response"} or {"messages": [...]}), or a
+  folder of such files.
 
-Each document is tokenized, followed by EOS, all are concatenated and cut into blocks of L tokens,
-dropping the remainder. The token stream is cached on disk once per (source, split, tokenizer), so a
-second run does not re-tokenize, and any block length can be cut from it.
+A source gives documents (a `datasets.Dataset` with a `text` or `input_ids` column) or, when it is `prompted`,
+prompt/response rows. Sources without splits of their own (builtin, local) hold every 20th document or row out as
+`validation` (`held_out`: one rule for both), the rest is `train`, and `all` is everything. tokens.py turns any
+source's split into one cached token stream and cuts it into blocks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Iterable
 
-import numpy as np
-
-from radd_cli.data import markov
+from radd_cli.data import markov, tasks
 from radd_cli.data.detokenize import get_detokenizer
+from radd_cli.data.instructions import Row, file_rows, first_row_is_prompted
 from radd_cli.errors import ConfigError, DataError
-from radd_cli.files import WriteError, cause, remove, write_atomically
-from radd_cli.io.tokenizer import Tokenizer, load_tokenizer
 
 BUILTIN = "builtin"
-DEFAULT_CACHE = "~/.cache/radd"  # where token streams are cached (data.cache_dir, radd eval --cache-dir)
 LOCAL_SPLITS = ("train", "validation", "all")
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".json")
-VALIDATION_EVERY = 20  # one document in 20 is held out of `train` for local and built-in sources
-
+VALIDATION_EVERY = 20  # one document (or row) in 20 is held out of `train` for local and built-in sources
 
 PARQUET_EXPORT = "refs/convert/parquet"  # the Hub's Parquet copy of a dataset that still has a loading script
 
@@ -76,49 +69,173 @@ DATASETS = {
 }
 
 
-def tokenizer_for(name_or_path: str) -> Tokenizer:
-    """The tokenizer a recipe names: a built-in language's (`markov`), or any that transformers loads."""
-    if str(name_or_path) == markov.NAME:
-        return markov.tokenizer()
-    return load_tokenizer(name_or_path)
+class Source:
+    """A named place documents (or prompt/response rows, when `prompted`) come from, with its splits."""
+
+    name: str
+    splits: tuple[str, ...]
+    prompted = False
+
+    def check_split(self, split: str) -> None:
+        """A setting (exit 2) when there is no such split; checked before anything is loaded."""
+        if split not in self.splits:
+            raise ConfigError(f"{self.name} has no split {split!r}; it has {', '.join(self.splits)}", field="split")
+
+    def identity(self) -> list:
+        """What a cache of this source's tokens depends on."""
+        return [self.name]
+
+    def documents(self, split: str):
+        """A `datasets.Dataset` with a `text` (or `input_ids`) column."""
+        raise DataError(f"{self.name} holds prompt/response rows, not documents")
+
+    def rows(self, split: str) -> list[Row]:
+        raise DataError(f"{self.name} holds documents, not prompt/response rows")
+
+    def detokenize(self, text: str) -> str:
+        return text
+
+    def texts(self, split: str) -> Iterable[str]:
+        """The text a tokenizer is trained on: each document, or each row's prompt and response apart."""
+        if self.prompted:
+            for row in self.rows(split):
+                yield from row.texts()
+            return
+        documents = self.documents(split)
+        if "text" not in documents.column_names:
+            raise ConfigError("needs text documents to train on, not pre-tokenized input_ids", field="tokenizer.name")
+        for document in documents:
+            yield document["text"]
 
 
-def load_documents(source: str, split: str):
-    """A `datasets.Dataset` with a `text` column (or `input_ids` for pre-tokenized local files)."""
-    check_split(source, split)
-    if source in DATASETS:
-        return _hub_documents(source, split)
-    if source == markov.NAME:
-        return _markov_documents(split)
-    dataset = _builtin_documents() if source == BUILTIN else _local_documents(Path(source).expanduser())
+@dataclass(frozen=True)
+class HubSource(Source):
+    name: str
+    spec: HubDataset
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.spec.splits)
+
+    def documents(self, split: str):
+        self.check_split(split)
+        return _hub_documents(self.name, self.spec, split)
+
+    def detokenize(self, text: str) -> str:
+        return get_detokenizer(self.name)(text)
+
+
+class BuiltinSource(Source):
+    name, splits = BUILTIN, LOCAL_SPLITS
+
+    def identity(self) -> list:
+        return [BUILTIN, sys.version]
+
+    def documents(self, split: str):
+        import pydoc_data.topics
+
+        import datasets
+
+        self.check_split(split)
+        topics = pydoc_data.topics.topics
+        dataset = datasets.Dataset.from_dict({"text": [topics[name] for name in sorted(topics)]})
+        return dataset.select(held_out(range(len(dataset)), split, self.name))
+
+
+class MarkovSource(Source):
+    name, splits = markov.NAME, tuple(markov.SPLITS)
+
+    def identity(self) -> list:
+        return [markov.NAME, markov.SEED, markov.DOCUMENT]
+
+    def documents(self, split: str):
+        import datasets
+
+        self.check_split(split)
+        return datasets.Dataset.from_dict({"text": markov.documents(split)})
+
+
+@dataclass(frozen=True)
+class TaskSource(Source):
+    task: str
+    prompted = True
+    splits = tuple(tasks.SPLITS)
+
+    @property
+    def name(self) -> str:
+        return tasks.PREFIX + self.task
+
+    def identity(self) -> list:
+        return [self.task, tasks.SPLITS]
+
+    def rows(self, split: str) -> list[Row]:
+        self.check_split(split)
+        examples = tasks.examples(self.task, split)
+        return [Row(f"{self.name} ({split}) row {i + 1}", e.prompt, e.response) for i, e in enumerate(examples)]
+
+
+@dataclass(frozen=True)
+class LocalSource(Source):
+    path: Path
+    splits = LOCAL_SPLITS
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def prompted(self) -> bool:
+        """JSON lines whose first row has `prompt` or `messages`."""
+        return first_row_is_prompted([f for f in local_files(self.path) if f.suffix in (".jsonl", ".json")])
+
+    def identity(self) -> list:
+        """Each file's path, size and modification time."""
+        return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in local_files(self.path)]
+
+    def documents(self, split: str):
+        self.check_split(split)
+        dataset = _local_documents(self.path)
+        return dataset.select(held_out(range(len(dataset)), split, self.name))
+
+    def rows(self, split: str) -> list[Row]:
+        self.check_split(split)
+        rows = [row for file in local_files(self.path) for row in file_rows(file)]
+        if not rows:
+            raise DataError(f"{self.name} holds no rows: its files are empty; give JSON lines with prompt and response")
+        return held_out(rows, split, self.name)
+
+
+def source(name: str) -> Source:
+    """The source a name means: a built-in task, a Hub dataset, the built-in text or language, or a local path."""
+    if tasks.is_task(name):
+        return TaskSource(tasks.task_name(name))
+    if name in DATASETS:
+        return HubSource(name, DATASETS[name])
+    if name == BUILTIN:
+        return BuiltinSource()
+    if name == markov.NAME:
+        return MarkovSource()
+    return LocalSource(Path(name).expanduser())
+
+
+def held_out(items, split: str, name: str) -> list:
+    """The one hold-out rule of sources without splits: every 20th item (from the first) is `validation`, the rest
+    `train`, and `all` is everything."""
+    items = list(items)
     if split == "all":
-        return dataset
-    held_out = [i for i in range(len(dataset)) if i % VALIDATION_EVERY == 0]
-    kept = held_out if split == "validation" else [i for i in range(len(dataset)) if i % VALIDATION_EVERY]
+        return items
+    kept = [item for i, item in enumerate(items) if (i % VALIDATION_EVERY == 0) == (split == "validation")]
     if not kept:
         raise DataError(
-            f"{source} has {len(dataset)} document(s), too few to hold one in {VALIDATION_EVERY} out for validation; "
-            "use split 'all' (data.train_split = 'all') and give separate validation data"
+            f"{name} has {len(items)} document(s) or row(s), too few to hold one in {VALIDATION_EVERY} out for "
+            "validation; use split 'all' (data.train_split = 'all') and give separate validation data"
         )
-    return dataset.select(kept)
+    return kept
 
 
-def check_split(source: str, split: str) -> None:
-    """A ConfigError (a setting, exit 2) when `source` has no such split; checked before anything is loaded."""
-    if source in DATASETS:
-        known, kind = DATASETS[source].splits, f"dataset {source}"
-    elif source == markov.NAME:
-        known, kind = markov.SPLITS, markov.NAME
-    else:
-        known, kind = LOCAL_SPLITS, source
-    if split not in known:
-        raise ConfigError(f"split: {kind} has no split {split!r}; it has {', '.join(known)}")
-
-
-def _hub_documents(name: str, split: str):
+def _hub_documents(name: str, spec: HubDataset, split: str):
     import datasets
 
-    spec = DATASETS[name]
     try:
         try:
             dataset = datasets.load_dataset(spec.path, spec.config, split=spec.splits[split])
@@ -135,21 +252,6 @@ def _hub_documents(name: str, split: str):
     if spec.column != "text":
         dataset = dataset.rename_column(spec.column, "text")
     return dataset.select_columns(["text"])
-
-
-def _markov_documents(split: str):
-    import datasets
-
-    return datasets.Dataset.from_dict({"text": markov.documents(split)})
-
-
-def _builtin_documents():
-    import pydoc_data.topics
-
-    import datasets
-
-    topics = pydoc_data.topics.topics
-    return datasets.Dataset.from_dict({"text": [topics[name] for name in sorted(topics)]})
 
 
 def local_files(path: Path) -> list[Path]:
@@ -235,116 +337,3 @@ def _check_utf8(file: Path) -> None:
     except UnicodeDecodeError as error:
         if error.start < len(head) - 4:  # not just a character cut at the end of the chunk
             raise DataError(f"{file} is not UTF-8 text (byte {error.start}); convert it or give a text file") from None
-
-
-def token_stream(source: str, split: str, tokenizer: Tokenizer, cache_dir: str | Path, progress=None) -> np.ndarray:
-    """All documents of (source, split), tokenized, EOS after each, as one array; cached on disk."""
-    cache = Path(cache_dir).expanduser() / "tokens"
-    key = hashlib.sha256(json.dumps([source_identity(source), split, tokenizer.fingerprint()]).encode()).hexdigest()
-    path = cache / f"{Path(source).name or 'data'}-{split}-{key[:16]}.npy"
-    if path.is_file():
-        try:
-            return np.load(path, mmap_mode="r")
-        except (OSError, ValueError, EOFError):  # a damaged cache file of ours: tokenize again
-            remove(path)
-    documents = load_documents(source, split)
-    if len(documents) == 0:
-        raise DataError(f"{source} ({split}) holds no documents")
-    try:
-        stream = _tokenize(documents, tokenizer, get_detokenizer(source), progress)
-    except DataError as error:
-        raise DataError(f"{source} ({split}): {error}") from None
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise WriteError(f"cannot create the token cache {cache}: {cause(error)}; set data.cache_dir") from error
-    write_atomically(path, lambda temporary: np.save(temporary, stream))
-    return stream
-
-
-def _tokenize(documents, tokenizer: Tokenizer, detokenize: Callable[[str], str], progress) -> np.ndarray:
-    dtype = np.uint16 if tokenizer.vocab_size < 2**16 else np.uint32
-    pieces, batch = [], 1000
-    for start in range(0, len(documents), batch):
-        rows = documents[start : start + batch]
-        if "input_ids" in rows:
-            ids = [list(row) if isinstance(row, list) else row for row in rows["input_ids"]]
-            _check_ids(ids, tokenizer, start)
-        else:
-            _check_texts(rows["text"], start)
-            ids = [doc + [tokenizer.eos_id] for doc in tokenizer.encode_batch([detokenize(t) for t in rows["text"]])]
-        pieces.extend(np.asarray(doc, dtype=dtype) for doc in ids)
-        if progress is not None:
-            progress(min(start + batch, len(documents)), len(documents))
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
-
-
-def _check_texts(texts: list, start: int) -> None:
-    for offset, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise DataError(
-                f"row {start + offset + 1} has a `text` of {str(text)[:40]!r}, not a string; fix or drop that row"
-            )
-
-
-def _check_ids(ids: list, tokenizer: Tokenizer, start: int) -> None:
-    """Pre-tokenized rows must be lists of whole numbers within the vocabulary (row numbers count from 1)."""
-    for offset, row in enumerate(ids):
-        bad = (
-            [row]
-            if not isinstance(row, list)
-            else [v for v in row if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < tokenizer.vocab_size]
-        )
-        if bad:
-            raise DataError(
-                f"row {start + offset + 1}: input_ids must be whole numbers in 0..{tokenizer.vocab_size - 1}, "
-                f"found {str(bad[0])[:40]}; fix or drop that row"
-            )
-
-
-def source_identity(source: str):
-    """What the cache key depends on: the name, or each file's path, size and modification time."""
-    if source in DATASETS:
-        return source
-    if source == BUILTIN:
-        return [BUILTIN, sys.version]
-    if source == markov.NAME:
-        return [markov.NAME, markov.SEED, markov.DOCUMENT]
-    files = local_files(Path(source).expanduser())
-    return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-
-
-def blocks(stream: np.ndarray, length: int, source: str = "the data") -> np.ndarray:
-    """Cut the token stream into (n, length) blocks, dropping the remainder."""
-    count = len(stream) // length
-    if count == 0:
-        raise DataError(
-            f"{source} has {len(stream)} tokens, fewer than one block of {length}; give more data or a shorter block length"
-        )
-    return stream[: count * length].reshape(count, length)
-
-
-def load_blocks(source: str, split: str, tokenizer: Tokenizer, length: int, cache_dir, progress=None) -> np.ndarray:
-    return blocks(token_stream(source, split, tokenizer, cache_dir, progress), length, f"{source} ({split})")
-
-
-@dataclass(frozen=True)
-class BlockOrder:
-    """A deterministic, resumable order over blocks: epoch e is a permutation seeded by (seed, e).
-
-    Position p (blocks consumed so far) maps to one block, so a run resumes at the exact block by
-    knowing only how many it has consumed.
-    """
-
-    num_blocks: int
-    seed: int
-
-    def indices(self, start: int, count: int) -> np.ndarray:
-        positions = np.arange(start, start + count)
-        epochs, offsets = np.divmod(positions, self.num_blocks)
-        out = np.empty(count, dtype=np.int64)
-        for epoch in np.unique(epochs):
-            permutation = np.random.default_rng([self.seed, int(epoch)]).permutation(self.num_blocks)
-            chosen = epochs == epoch
-            out[chosen] = permutation[offsets[chosen]]
-        return out

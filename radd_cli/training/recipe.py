@@ -25,8 +25,7 @@ else:  # pragma: no cover
 from radd_cli.core.losses import Loss, TrainingLoss
 from radd_cli.core.model import ModelShape
 from radd_cli.core.schedule import Schedule, ScheduleName, get_schedule, parameters
-from radd_cli.data.instructions import Packing
-from radd_cli.data.sources import DEFAULT_CACHE
+from radd_cli.data.tokens import DEFAULT_CACHE, Packing
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError, Problem, setting
 from radd_cli.sampling import SamplingConfig

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from radd_cli.core.masking import seed_for
-from radd_cli.data import instructions
-from radd_cli.data import sources as data_lib
+from radd_cli.data import sources, tokens
 from radd_cli.errors import CheckpointError, TrainingError, setting
 from radd_cli.evaluation.perplexity import evaluate_perplexity
 from radd_cli.files import WRITE_ERRORS, cause, replace_folder
@@ -65,7 +64,7 @@ def prepare_tokenizer(recipe: Recipe, folder: RunFolder, runtime: Runtime) -> To
     data and vocabulary size (a run with checkpoints cannot change those anyway).
     """
     if recipe.tokenizer.name != "train":
-        return data_lib.tokenizer_for(recipe.tokenizer.name)
+        return tokens.tokenizer_for(recipe.tokenizer.name)
     made_for = {
         "train": recipe.data.train,
         "train_split": recipe.data.train_split,
@@ -76,7 +75,7 @@ def prepare_tokenizer(recipe: Recipe, folder: RunFolder, runtime: Runtime) -> To
         stamp = folder.tokenizer / "trained_for.json"
         if stamp.is_file() and json.loads(stamp.read_text()) == made_for:
             return
-        texts = instructions.training_texts(recipe.data.train, recipe.data.train_split)
+        texts = sources.source(recipe.data.train).texts(recipe.data.train_split)
         tokenizer = train_tokenizer(texts, recipe.tokenizer.vocab_size)
 
         def write(directory: Path) -> None:
@@ -95,7 +94,7 @@ def prepare_data(recipe: Recipe, tokenizer: Tokenizer, runtime: Runtime):
     data, length = recipe.data, recipe.model.length
     return runtime.main_first(
         lambda: tuple(
-            instructions.load_blocks(source, split, tokenizer, length, data.cache_dir, data.packing)
+            tokens.load_blocks(source, split, tokenizer, length, data.cache_dir, data.packing)
             for source, split in ((data.train, data.train_split), (data.valid, data.valid_split))
         )
     )
@@ -157,7 +156,7 @@ class Trainer:
             (self.train_blocks, self.train_given), (self.valid_blocks, self.valid_given) = prepare_data(
                 recipe, self.tokenizer, rt
             )
-            self.order = data_lib.BlockOrder(len(self.train_blocks), training.seed)
+            self.order = tokens.BlockOrder(len(self.train_blocks), training.seed)
             self.logger = RunLogger(self.folder, rt, recipe, show_progress=show_progress)
         except BaseException:
             if rt.is_main:
@@ -317,7 +316,7 @@ class Trainer:
         if not self.runtime.is_main:
             return []
         with self.runtime.autocast():
-            if self.valid_given is not None and self.recipe.data.packing == instructions.Packing.pad:
+            if self.valid_given is not None and self.recipe.data.packing == tokens.Packing.pad:
                 rows = zip(self.valid_blocks[: section.num_samples], self.valid_given)
                 ids = [block[: int(given.sum())].tolist() for block, given in rows]
                 prompts = [self.tokenizer.decode(prompt) for prompt in ids]

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from radd_cli.cli import app
-from radd_cli.data import sources as data
+from radd_cli.data import tokens
 from radd_cli.evaluation.perplexity import evaluate_perplexity
 from radd_cli.io.inference import load_for_inference
 from tests.cli_helpers import assert_clean_error, run_two_processes
@@ -49,7 +49,7 @@ def test_perplexity_of_a_local_file_matches_the_library(tmp_path, tiny_checkpoin
     assert "perplexity" in result.output and "95% interval" in result.output and "Monte-Carlo part" in result.output
     report = json.loads((tmp_path / "ppl.json").read_text())
     loaded = load_for_inference(str(tiny_checkpoint), "cpu")
-    blocks = data.load_blocks(str(corpus), "all", loaded.tokenizer, 16, tmp_path / "cache")
+    blocks, _ = tokens.load_blocks(str(corpus), "all", loaded.tokenizer, 16, tmp_path / "cache")
     direct = evaluate_perplexity(loaded.model, loaded.schedule, blocks, mc_samples=8, batch_size=32, seed=5)
     assert report["nll_per_token"] == pytest.approx(direct.nll_per_token, abs=1e-9)
     assert report["perplexity"] == pytest.approx(np.exp(direct.nll_per_token))

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from radd_cli.data import markov
-from radd_cli.data import sources as data
+from radd_cli.data import markov, tokens
+from radd_cli.data.sources import source
+from radd_cli.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +46,10 @@ def test_forbidden_transitions_and_stray_tokens_are_counted(chain):
 def test_documents_tokenize_into_blocks_with_the_builtin_tokenizer(tmp_path):
     tokenizer = markov.tokenizer()
     assert tokenizer.vocab_size == markov.SYMBOLS + 1 and tokenizer.eos_id == 0
-    blocks = data.load_blocks(markov.NAME, "validation", tokenizer, 64, tmp_path)
+    blocks, _ = tokens.load_blocks(markov.NAME, "validation", tokenizer, 64, tmp_path)
     assert blocks.shape == (100 * 1024 // 64, 64) and blocks[15, -1] == tokenizer.eos_id  # 1024 tokens a document
     symbols = markov.symbols_of(blocks[0].tolist())
     assert markov.chain().score(symbols[:63]).forbidden == 0
     assert tokenizer.decode(blocks[0, :3].tolist()) == " ".join(f"s{s}" for s in symbols[:3])
-    with pytest.raises(data.ConfigError, match="markov has no split 'all'"):
-        data.load_documents(markov.NAME, "all")
+    with pytest.raises(ConfigError, match="split: markov has no split 'all'"):
+        source(markov.NAME).documents("all")

@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from radd_cli.cli import app
 from radd_cli.core.schedule import get_schedule
-from radd_cli.data import instructions, tasks
-from radd_cli.evaluation import tasks as task_scoring
+from radd_cli.data import tasks
+from radd_cli.data.sources import source
 from radd_cli.errors import ConfigError, DataError
+from radd_cli.evaluation import tasks as task_scoring
 from radd_cli.io.tokenizer import train_tokenizer
 from radd_cli.sampling import SamplingConfig, Strategy
 from tests.cli_helpers import assert_clean_error
@@ -57,7 +58,7 @@ def test_exact_match_ignores_only_whitespace():
 
 @pytest.fixture(scope="module")
 def sort_tokenizer():
-    return train_tokenizer(itertools.islice(instructions.training_texts("task:sort", "train"), 20_000), 300)
+    return train_tokenizer(itertools.islice(source("task:sort").texts("train"), 20_000), 300)
 
 
 class KnowsTheAnswers(nn.Module):
