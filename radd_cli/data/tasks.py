@@ -107,7 +107,7 @@ def task_name(source: str) -> str:
 def examples(name: str, split: str) -> tuple[Example, ...]:
     """The rows of a task's split; a held-out split never repeats a prompt of the training split."""
     if split not in SPLITS:
-        raise ConfigError(f"split: {PREFIX}{name} has no split {split!r}; it has {', '.join(SPLITS)}")
+        raise ConfigError(f"{PREFIX}{name} has no split {split!r}; it has {', '.join(SPLITS)}", field="split")
     seen: set[str] = set()
     for part in SPLITS:  # train, then validation, then test: each excludes the prompts before it
         rows = _draw(task_name(name), part, SPLITS[part], seen if part != "train" else set())
