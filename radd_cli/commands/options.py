@@ -47,13 +47,17 @@ StepsOption = Annotated[
 MethodOption = Annotated[Method, typer.Option("--method", help="The sampler; ordered unmasks one position per call.")]
 
 
-def setting_options(cls, *, choices: dict[str, type] | None = None) -> dict[str, tuple[object, object]]:
-    """Typer options made from a settings dataclass: `--field-name` per field, with the field's type, default,
-    help and whole-number range; a nested settings dataclass (SamplingConfig's Strategy) gives one option per
-    field of its own. `choices` types a plain-string field by a Choice (the registry's names, say).
-    Returns {parameter name: (annotated type, default)}; the parameter name is the field's label."""
+def setting_options(
+    cls, *, choices: dict[str, type] | None = None, only: tuple[str, ...] | None = None
+) -> dict[str, tuple[object, object]]:
+    """Typer options made from a settings dataclass (its fields in `only`, when given): `--field-name` per field,
+    with the field's type, default, help and whole-number range; a nested settings dataclass (SamplingConfig's
+    Strategy) gives one option per field of its own. `choices` types a plain-string field by a Choice (the
+    registry's names, say). Returns {parameter name: (annotated type, default)}; the name is the field's label."""
     hints, options = typing.get_type_hints(cls), {}
     for field in dataclasses.fields(cls):
+        if only is not None and field.name not in only:
+            continue
         kind = (choices or {}).get(field.name, hints[field.name])
         if dataclasses.is_dataclass(kind):
             options.update(setting_options(kind))

@@ -82,18 +82,25 @@ def generation_command(command: Callable) -> Callable:
         check_output(draw.output, draw.force)
         return {"draw": draw}
 
-    return _with_options(command, {**DRAW_OPTIONS, **SAMPLING_OPTIONS}, build)
+    return _with_options(command, {**DRAW_OPTIONS, **SAMPLING_OPTIONS}, build, "draw")
 
 
-def sampling_command(command: Callable) -> Callable:
-    """Give `command(config, **own)` the sampling options of `radd sample`, built into one SamplingConfig."""
-    return _with_options(command, SAMPLING_OPTIONS, lambda kwargs: {})
+def sampling_command(extra: dict, *, into: str) -> Callable[[Callable], Callable]:
+    """Give `command(config, <into>, **own)` the sampling options of `radd sample`, built into one SamplingConfig,
+    and the `extra` options (setting_options of another settings dataclass) as one dict called `into`."""
+
+    def decorate(command: Callable) -> Callable:
+        return _with_options(
+            command, {**extra, **SAMPLING_OPTIONS}, lambda kwargs: {into: {n: kwargs.pop(n) for n in extra}}, into
+        )
+
+    return decorate
 
 
-def _with_options(command: Callable, shared: dict, build: Callable[[dict], dict]) -> Callable:
+def _with_options(command: Callable, shared: dict, build: Callable[[dict], dict], built: str) -> Callable:
     """`command` with the `shared` options added to its signature; the sampling ones arrive as `config`,
-    the rest as whatever `build` makes of them."""
-    own = [p for name, p in inspect.signature(command).parameters.items() if name not in ("config", "draw")]
+    the rest as the argument called `built`, which `build` makes of them."""
+    own = [p for name, p in inspect.signature(command).parameters.items() if name not in ("config", built)]
     hints = {name: hint for name, hint in typing.get_type_hints(command, include_extras=True).items()}
     injected = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)

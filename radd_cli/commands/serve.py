@@ -9,13 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from radd_cli.commands.options import DeviceOption, ModelOption, PrecisionOption
+from radd_cli.commands.options import DeviceOption, ModelOption, PrecisionOption, setting_options
 from radd_cli.commands.sampling_io import sampling_command
 from radd_cli.console import err, out
 from radd_cli.device import Precision
 from radd_cli.errors import RaddError
 from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import SamplingConfig
+from radd_cli.serve.settings import LIMITS, ServeSettings
 from radd_cli.validation import Choice
 
 API_KEY_VARIABLE = "RADD_API_KEY"
@@ -28,9 +29,10 @@ class LogLevel(Choice):
     error = "error"
 
 
-@sampling_command
+@sampling_command(setting_options(ServeSettings, only=LIMITS), into="limits")
 def serve(
     config: SamplingConfig,
+    limits: dict,
     model: ModelOption,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free one).")] = 8000,
@@ -41,37 +43,17 @@ def serve(
     name: Annotated[
         Optional[str], typer.Option("--name", help="The model name clients send (default: the --model value).")
     ] = None,
-    max_batch_size: Annotated[
-        int, typer.Option("--max-batch-size", min=1, help="Sequences in flight at once, over all requests.")
-    ] = 64,
-    max_queue: Annotated[
-        int, typer.Option("--max-queue", min=1, help="Requests waiting to join the batch; more get a 429.")
-    ] = 256,
-    max_request_bytes: Annotated[
-        int, typer.Option("--max-request-bytes", min=1, help="Largest request body; larger ones get a 413.")
-    ] = 1 << 20,
-    shutdown_timeout: Annotated[
-        float, typer.Option("--shutdown-timeout", min=0, help="Seconds in-flight requests get to finish on SIGTERM.")
-    ] = 30.0,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="uvicorn's log level.")] = LogLevel.info,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
 ) -> None:
     """Serve a model over HTTP in the OpenAI completions format (the sampling options are the defaults)."""
     require_serve_extra()
-    from radd_cli.serve.app import ServeSettings, create_app, listen, run
+    from radd_cli.serve.app import create_app, listen, run
 
     if api_key is None and API_KEY_VARIABLE in os.environ:  # Click reads an empty variable as none: not here
         api_key = os.environ[API_KEY_VARIABLE]
-    settings = ServeSettings(
-        name=name if name is not None else model,
-        max_batch_size=max_batch_size,
-        max_queue=max_queue,
-        max_request_bytes=max_request_bytes,
-        shutdown_timeout=shutdown_timeout,
-        api_key=api_key,
-        defaults=config,
-    )
+    settings = ServeSettings(name=name if name is not None else model, api_key=api_key, defaults=config, **limits)
     sock = listen(host, port)
     loaded = load_for_inference(model, device, precision)
     app = create_app(loaded, settings)

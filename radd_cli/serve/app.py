@@ -16,7 +16,6 @@ import contextlib
 import hmac
 import socket
 import time
-from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -24,41 +23,17 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from radd_cli.errors import ConfigError, RaddError, setting
+from radd_cli.errors import RaddError, setting
 from radd_cli.io.inference import LoadedModel
-from radd_cli.sampling import SamplingConfig
 from radd_cli.serve import wire
 from radd_cli.serve.completions import Plan, plan
 from radd_cli.serve.metrics import Metrics
+from radd_cli.serve.settings import ServeSettings
 from radd_cli.serve.scheduler import Failure, Scheduler, Ticket
 from radd_cli.serve.wire import ApiError
-from radd_cli.validation import limits, validate
 
 RETRY_AFTER_SECONDS = 1
 CLIENT_GONE = 499  # the status nginx logs for a client that closed the connection first
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """What a server holds to: its model's name, its limits, its key and the default sampling settings."""
-
-    name: str
-    max_batch_size: int = field(default=64, metadata=limits(low=1))  # sequences in flight, over all requests
-    max_queue: int = field(default=256, metadata=limits(low=1))  # requests waiting to join the batch
-    max_request_bytes: int = field(default=1 << 20, metadata=limits(low=1))
-    shutdown_timeout: float = field(default=30.0, metadata=limits(low=0))  # seconds requests get to finish
-    api_key: str | None = field(default=None, repr=False)  # None: no key; surrounding spaces are not part of it
-    defaults: SamplingConfig = SamplingConfig()
-
-    def __post_init__(self) -> None:
-        validate(self)
-        if self.api_key is not None:
-            if not self.api_key.strip():  # an empty variable or option must never turn authentication off
-                raise ConfigError(
-                    "api_key: the key is empty or only spaces; give a key, or set none (no --api-key and no "
-                    "RADD_API_KEY) to serve without one"
-                )
-            object.__setattr__(self, "api_key", self.api_key.strip())
 
 
 def create_app(loaded: LoadedModel, settings: ServeSettings) -> FastAPI:

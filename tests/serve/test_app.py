@@ -36,10 +36,10 @@ def test_an_empty_or_blank_key_is_refused_at_start_up(key):
 def test_every_way_of_giving_an_empty_key_stops_the_server_before_the_model_loads(tmp_path, monkeypatch):
     nowhere = str(tmp_path / "nowhere")  # refused before it is looked at
     for option in (["--api-key", ""], ["--api-key", "  "]):
-        assert_clean_error(CliRunner().invoke(cli, ["serve", "--model", nowhere, *option]), "api_key", exit_code=2)
+        assert_clean_error(CliRunner().invoke(cli, ["serve", "--model", nowhere, *option]), "--api-key: the key is empty", exit_code=2)
     for variable in (" ", ""):  # Click reads an empty variable as none given: the server was open
         monkeypatch.setenv("RADD_API_KEY", variable)
-        assert_clean_error(CliRunner().invoke(cli, ["serve", "--model", nowhere]), "api_key", exit_code=2)
+        assert_clean_error(CliRunner().invoke(cli, ["serve", "--model", nowhere]), "--api-key: the key is empty", exit_code=2)
 
 
 @pytest.mark.parametrize("configured", [" secret", "secret \n", "\tsecret\t"])
