@@ -8,7 +8,8 @@ source); `save` writes this project's layout.
   …) and `model.safetensors` or `pytorch_model.bin`, from a folder or a Hub repo id;
 - a training run of the published code: `.hydra/config.yaml` and `checkpoints-meta/checkpoint.pth`;
 - the transformers layout: `config.json` with `model_type: radd` and `auto_map`, the weights under `radd.`,
-  the tokenizer with its mask token (transformers.py).
+  the tokenizer with its mask token (transformers.py);
+- LoRA adapters as peft writes them, read as the model they name with the adapters merged in (adapters.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from radd_cli.core.model import RADD, ModelConfig, ModelShape, shape_values
 from radd_cli.core.schedule import Schedule, schedule_from_config
 from radd_cli.errors import CheckpointError, ConfigError
 from radd_cli.files import WRITE_ERRORS, WriteError, cause, remove, temporary_sibling, write_atomically, write_text
+from radd_cli.io import adapters
 from radd_cli.io import transformers as hf_layout
 from radd_cli.io.tokenizer import Tokenizer, load_tokenizer
 
@@ -153,6 +155,8 @@ class PretrainedFiles:
 
 def read(path_or_repo_id: str | Path, *, ema: bool = True) -> PretrainedFiles:
     folder = resolve(path_or_repo_id)
+    if adapters.is_adapter_folder(folder):
+        return _read_adapter(folder)
     layout = detect_layout(folder)
     if layout == "radd":
         return _read_own(folder)
@@ -246,6 +250,19 @@ def _read_published(folder: Path) -> PretrainedFiles:
         noise=dict(config.get("noise") or {"type": "loglinear"}),
         tokenizer=_published_tokenizer(config),
         source=str(folder),
+    )
+
+
+def _read_adapter(folder: Path) -> PretrainedFiles:
+    """LoRA adapters (io/adapters.py) merged into the model they name, which is read like any other."""
+    config, weights = adapters.read(folder)
+    base = read(config["base_model_name_or_path"])
+    return PretrainedFiles(
+        model=base.model,
+        state_dict=adapters.merge(base.state_dict, weights, adapters.scaling(config)),
+        noise=base.noise,
+        tokenizer=base.tokenizer,
+        source=f"{folder} (LoRA rank {config['r']} on {base.source})",
     )
 
 

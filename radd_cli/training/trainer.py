@@ -28,7 +28,9 @@ from radd_cli.io.pretrained import save
 from radd_cli.io.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from radd_cli.sampling import generate
 from radd_cli.sampling.prompting import respond
+from radd_cli.training import lora as lora_lib
 from radd_cli.training.learner import Learner, TrainState
+from radd_cli.training.lora import LoraFinal
 from radd_cli.training.recipe import Recipe
 from radd_cli.training.run_folder import RunFolder
 from radd_cli.training.run_log import RunLogger
@@ -101,6 +103,12 @@ def prepare_data(recipe: Recipe, tokenizer: Tokenizer, runtime: Runtime):
     )
 
 
+def base_name(init_from: str) -> str:
+    """How an adapter folder names its base: a local folder by its absolute path, a Hub id as it is."""
+    path = Path(init_from).expanduser()
+    return str(path.resolve()) if path.exists() else init_from
+
+
 class StopSignals:
     """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
 
@@ -150,8 +158,9 @@ class Trainer:
             rt.main_first(lambda: (self.folder.tidy(), self.folder.check_continuation(recipe, restart)), others=False)
             self.tokenizer = prepare_tokenizer(recipe, self.folder, rt)
             self.learner = Learner(recipe, rt, self.tokenizer.vocab_size)  # refuses what cannot fit in memory
-            self.started_from = None  # fine-tuning: the model the weights came from (a resumed run has its own)
-            if training.init_from and not self.folder.complete_checkpoints():
+            # fine-tuning: the model the weights came from (a resumed run has its own; LoRA's base is read always)
+            self.started_from = self.learner.started_from
+            if training.init_from and not training.lora.enabled and not self.folder.complete_checkpoints():
                 self.started_from = self.learner.start_from(training.init_from)
             (self.train_blocks, self.train_given), (self.valid_blocks, self.valid_given) = prepare_data(
                 recipe, self.tokenizer, rt
@@ -204,8 +213,10 @@ class Trainer:
 
     def _run(self) -> TrainResult:
         recipe, rt, state = self.recipe, self.runtime, self.state
-        if not self.resume() and self.started_from:
-            self.logger.line(f"fine-tuning {self.started_from}")
+        lora = recipe.training.lora
+        if not self.resume() and (self.started_from or lora.enabled):
+            adapters = f" with LoRA adapters of rank {lora.rank}" if lora.enabled else ""
+            self.logger.line(f"fine-tuning {self.started_from or 'the initialised network'}{adapters}")
         if rt.is_main:  # the run is set up: now its metadata may be written
             self.folder.write_recipe(recipe)
             self.folder.keep_metrics_up_to(state.step)
@@ -330,13 +341,18 @@ class Trainer:
         return self.folder.save(self.runtime, self.state.step, self.recipe.checkpoint.keep_last, self.recipe)
 
     def export(self) -> Path:
-        """final/: the EMA weights, tokenizer and noise schedule in radd's layout."""
+        """final/: the EMA weights, tokenizer and noise schedule in radd's layout; a LoRA run's adapters merged
+        in, or (training.lora.final = "adapter") the adapters alone, as peft writes them."""
         model = self.learner.ema_model()
         if self.runtime.is_main:
-            self.folder.export_final(
-                lambda directory: save(
-                    model, directory, noise=self.learner.schedule.to_config(), tokenizer=self.tokenizer.hf
-                )
-            )
+            self.folder.export_final(lambda directory: self._write_final(model, directory))
         self.runtime.barrier()
         return self.folder.final
+
+    def _write_final(self, model, directory: Path) -> None:
+        lora = self.recipe.training.lora
+        if lora.enabled and lora.final == LoraFinal.adapter:
+            lora_lib.write_adapter(model, directory, lora, base=base_name(self.recipe.training.init_from))
+            return
+        plain = lora_lib.merged_model(model, lora) if lora.enabled else model
+        save(plain, directory, noise=self.learner.schedule.to_config(), tokenizer=self.tokenizer.hf)
