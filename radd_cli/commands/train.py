@@ -10,8 +10,11 @@ from typing import Annotated, Optional
 import torch
 import typer
 
+from rich.markup import escape
+
 from radd_cli.commands.train_plan import print_plan
 from radd_cli.console import out
+from radd_cli.evaluation.cloze import perplexity
 from radd_cli.training.launch import launched_as_one_of_many, relaunch_on_gpus
 from radd_cli.training.recipe import load_recipe
 
@@ -58,7 +61,44 @@ def train(
     if gpus > 1 and not launched_as_one_of_many():
         raise typer.Exit(relaunch_on_gpus(gpus, sys.argv[1:]))
     folder = run_dir or Path("runs") / loaded.name
-    result = Trainer(loaded, folder, restart=restart).run()
+    trainer = Trainer(loaded, folder, restart=restart)
+    result = trainer.run()
     if result.samples:
         out.print(f"\nA sample from {result.final_dir}:\n", highlight=False)
         out.print(result.samples[0], markup=False, highlight=False)
+    if result.first_look is not None:
+        print_first_look(result.first_look, trainer.tokenizer)
+
+
+def print_first_look(look, tokenizer) -> None:
+    """The end of the screen: held-out numbers beside baselines that ignore context, and a block with blanks."""
+    report = look.cloze
+    out.print("\n[bold]On held-out text the model never trained on:[/]")
+    out.print(
+        f"  nats per token  {look.valid_nats:.2f} (perplexity ≤ {perplexity(look.valid_nats):,.0f}); "
+        f"the training tokens' frequencies alone: {look.unigram_nats:.2f} (perplexity {perplexity(look.unigram_nats):,.0f})",
+        highlight=False,
+    )
+    out.print(
+        f"  fill the blanks {report.accuracy:.1%} of {report.blanks:,} blanks ({report.fraction:.0%} of the tokens "
+        f"hidden) filled exactly; the most frequent token every time: {report.baseline_accuracy:.1%}",
+        highlight=False,
+    )
+    out.print("\nA held-out block with its blanks filled ([green]green[/]: right; [red]red[/]: wrong, the hidden token in [dim]\\[brackets][/]):\n")
+    out.print(render_blanks(report, tokenizer), highlight=False)
+
+
+def render_blanks(report, tokenizer) -> str:
+    """The example block as rich markup: the visible tokens plain, each blank's fill coloured."""
+    blanks = {blank.position: blank for blank in report.example_blanks}
+    pieces = []
+    for position, token in enumerate(report.example):
+        blank = blanks.get(position)
+        if blank is None:
+            pieces.append(escape(tokenizer.decode([token])))
+        elif blank.right:
+            pieces.append(f"[bold green]{escape(tokenizer.decode([blank.guess]))}[/]")
+        else:
+            guess, answer = escape(tokenizer.decode([blank.guess])), escape(tokenizer.decode([blank.answer]))
+            pieces.append(f"[bold red]{guess}[/][dim]\\[{answer}][/]")
+    return "".join(pieces)

@@ -23,6 +23,8 @@ from radd_cli.core.masking import seed_for
 from radd_cli.data import instructions
 from radd_cli.data import sources as data_lib
 from radd_cli.errors import CheckpointError, TrainingError
+from radd_cli.evaluation import cloze
+from radd_cli.evaluation.cloze import ClozeReport
 from radd_cli.files import WRITE_ERRORS, cause, replace_folder
 from radd_cli.io.pretrained import save
 from radd_cli.io.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
@@ -58,6 +60,17 @@ class TrainResult:
     seconds: float
     skipped_nonfinite: int
     samples: list[str] = field(default_factory=list)
+    first_look: FirstLook | None = None  # plain text: the validation bound and the blanks against baselines
+
+
+@dataclass
+class FirstLook:
+    """What a person can judge at the end of a run on plain text: held-out numbers beside baselines that
+    ignore context (evaluation/cloze.py)."""
+
+    valid_nats: float  # the bound of the EMA weights, nats per token
+    unigram_nats: float  # the training tokens' frequencies on the same held-out tokens
+    cloze: ClozeReport
 
 
 def prepare_tokenizer(recipe: Recipe, folder: RunFolder, runtime: Runtime) -> Tokenizer:
@@ -240,8 +253,9 @@ class Trainer:
         final = self.export()
         speed = (state.step - first_step) * tokens_per_step / max(seconds, 1e-9)
         self.logger.finish(state, valid_loss, speed, seconds, final)
+        look = self.first_look(valid_loss) if self.valid_given is None else None
         return TrainResult(
-            self.folder.path, final, state.step, valid_loss, speed, seconds, state.skipped_nonfinite, samples
+            self.folder.path, final, state.step, valid_loss, speed, seconds, state.skipped_nonfinite, samples, look
         )
 
     def _periodic(self, step: int) -> None:
@@ -336,6 +350,28 @@ class Trainer:
                 texts = [self.tokenizer.decode(row.tolist()) for row in result.tokens]
         self.logger.samples(step, texts)
         return texts
+
+    def first_look(self, valid_nats: float, blocks: int = 64) -> FirstLook | None:
+        """The held-out numbers of the end of a run (plain text): the validation bound beside the unigram
+        baseline, and `blocks` held-out blocks with blanks filled (every process takes part; main returns)."""
+        model = self.learner.ema_model()
+        if not self.runtime.is_main:
+            return None
+        sample = self.train_blocks[: max(1, (1 << 20) // self.recipe.model.length)]  # enough for the frequencies
+        counts = cloze.token_counts(sample, self.tokenizer.vocab_size)
+        held_out = self.valid_blocks[:blocks]
+        with self.runtime.autocast():
+            report = cloze.cloze(model, held_out, counts, seed=self.recipe.training.seed, device=self.runtime.device)
+        section = self.recipe.evaluation  # the blocks the bound was computed on
+        scored = self.valid_blocks[: section.batches * section.batch_size]
+        look = FirstLook(valid_nats, cloze.unigram_nats(counts, scored), report)
+        self.logger.line(
+            f"held-out text: bound {valid_nats:.3f} nats/token against {look.unigram_nats:.3f} for the training "
+            f"tokens' frequencies; {report.accuracy:.1%} of {report.blanks} blanks filled exactly against "
+            f"{report.baseline_accuracy:.1%} for the most frequent token",
+            console=False,
+        )
+        return look
 
     def save(self) -> Path:
         return self.folder.save(self.runtime, self.state.step, self.recipe.checkpoint.keep_last, self.recipe)

@@ -74,6 +74,13 @@ def test_tiny_recipe_trains_end_to_end_and_its_final_model_loads(tmp_path, cache
     result = runner.invoke(app, ["train", "--recipe", "tiny", *overrides(cache_dir), "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "A sample from" in result.output
+    # the screen ends with held-out numbers against baselines that ignore context, and a block with its blanks
+    assert "On held-out text the model never trained on" in result.output
+    assert "the training tokens' frequencies alone" in result.output and "the most frequent token every time" in result.output
+    header = "A held-out block with its blanks filled"
+    assert result.output.index("A sample from") < result.output.index(header)  # the last thing on the screen
+    assert result.output.split(header, 1)[1].split(":", 1)[1].strip()  # the block itself
+    assert "held-out text: bound" in (run_dir / "train.log").read_text()
     model = load(run_dir / "final", with_tokenizer=False).model
     assert model.vocab_size == 300 and model.config.length == 16
     assert (run_dir / "final" / "tokenizer.json").is_file()
