@@ -43,7 +43,7 @@ def harness(
         Optional[int], typer.Option("--num-fewshot", min=0, help="Examples in each prompt (default: the task's).")
     ] = None,
     limit: Annotated[
-        Optional[float], typer.Option("--limit", min=0, help="Only the first N documents of each task (< 1: a fraction).")
+        Optional[float], typer.Option("--limit", min=0, help="The first N documents of each task (< 1: a fraction).")
     ] = None,
     batch_size: BatchSizeOption = 16,
     output_path: Annotated[

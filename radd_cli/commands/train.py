@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 
 import torch
 import typer
-
 from rich.markup import escape
 
 from radd_cli.commands.train_plan import print_plan
@@ -75,8 +74,8 @@ def print_first_look(look, tokenizer) -> None:
     report = look.cloze
     out.print("\n[bold]On held-out text the model never trained on:[/]")
     out.print(
-        f"  nats per token  {look.valid_nats:.2f} (perplexity ≤ {perplexity(look.valid_nats):,.0f}); "
-        f"the training tokens' frequencies alone: {look.unigram_nats:.2f} (perplexity {perplexity(look.unigram_nats):,.0f})",
+        f"  nats per token  {look.valid_nats:.2f} (perplexity ≤ {perplexity(look.valid_nats):,.0f}); the training "
+        f"tokens' frequencies alone: {look.unigram_nats:.2f} (perplexity {perplexity(look.unigram_nats):,.0f})",
         highlight=False,
     )
     out.print(
@@ -84,7 +83,8 @@ def print_first_look(look, tokenizer) -> None:
         f"hidden) filled exactly; the most frequent token every time: {report.baseline_accuracy:.1%}",
         highlight=False,
     )
-    out.print("\nA held-out block with its blanks filled ([green]green[/]: right; [red]red[/]: wrong, the hidden token in [dim]\\[brackets][/]):\n")
+    legend = "[green]green[/]: right; [red]red[/]: wrong, the hidden token in [dim]\\[brackets][/]"
+    out.print(f"\nA held-out block with its blanks filled ({legend}):\n")
     out.print(render_blanks(report, tokenizer), highlight=False)
 
 

@@ -39,7 +39,9 @@ def merge(base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor], scali
             raise CheckpointError(f"the adapter for {module} has no matching weight in the base model, or no B matrix")
         delta = adapter[f"{module}{B}"].float() @ adapter[key].float()  # (out, r) @ (r, in)
         if delta.shape != weight.shape:
-            raise CheckpointError(f"the adapter for {module} is {tuple(delta.shape)}, the base weight {tuple(weight.shape)}")
+            raise CheckpointError(
+                f"the adapter for {module} is {tuple(delta.shape)}, the base weight {tuple(weight.shape)}"
+            )
         merged[f"{module}.weight"] = (weight.float() + scaling * delta).to(weight.dtype)
     return merged
 

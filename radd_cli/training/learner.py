@@ -23,8 +23,8 @@ from radd_cli.device import Precision, available_memory
 from radd_cli.errors import ConfigError
 from radd_cli.io import finetune
 from radd_cli.io.pretrained import WEIGHTS_FILE, safetensors_shapes
-from radd_cli.training.memory import Layout, MemoryEstimate, gigabytes, training_memory
 from radd_cli.training import lora as lora_lib
+from radd_cli.training.memory import Layout, MemoryEstimate, gigabytes, training_memory
 from radd_cli.training.optim import build_optimizer, build_scheduler, trained_parameters
 from radd_cli.training.recipe import Recipe
 from radd_cli.training.runtime import Runtime

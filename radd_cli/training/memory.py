@@ -1,8 +1,8 @@
 """How much memory a training step needs, estimated before any of it is allocated.
 
-The estimate counts, per process: the weights, their gradients, AdamW's two moments and the float32
-EMA (of the weights that train: all, or LoRA's adapters) with the evaluation copy it is gathered into, and the activations autograd keeps for the backward
-pass of one micro-batch. Sharding divides the first four by the number of processes and adds the full
+The estimate counts, per process: the weights, the gradients, AdamW's two moments and the float32 EMA of
+the weights that train (all, or LoRA's adapters) with the evaluation copy it is gathered into, and the
+activations autograd keeps for the backward pass of one micro-batch. Sharding divides the first four by the number of processes and adds the full
 weights of the blocks being gathered; bf16 shrinks the activations; activation checkpointing keeps only
 each block's input plus one block's activations during its backward. A recipe whose estimate is larger
 than the memory the device has free is refused before training starts; `radd train --dry-run` prints it.

@@ -118,7 +118,8 @@ def test_a_model_goes_to_the_transformers_layout_and_back(tmp_path, tiny_checkpo
     assert result.exit_code == 0, result.output
     assert "(transformers layout)" in result.output and "trust_remote_code=True" in result.output
     written = {path.name for path in (tmp_path / "hf").iterdir()}
-    assert {"config.json", "model.safetensors", "configuration_radd.py", "modeling_radd.py", "tokenizer.json"} <= written
+    expected = {"config.json", "model.safetensors", "configuration_radd.py", "modeling_radd.py", "tokenizer.json"}
+    assert expected <= written
     assert run(tmp_path / "hf", tmp_path / "back").exit_code == 0  # and back to radd's layout
     original = load(tiny_checkpoint).model
     assert_same_weights(tmp_path / "back", original)

@@ -4,8 +4,6 @@ keys are checked before any work."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -64,7 +62,8 @@ def test_a_resumed_lora_run_equals_one_that_ran_through(through, tiny_checkpoint
 def test_final_holds_the_merged_model_by_default(through):
     root, trainer = through
     merged = load(root / "through" / "final").model.eval()
-    tokens = torch.randint(0, merged.vocab_size + 1, (4, merged.config.length), generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, merged.vocab_size + 1, (4, merged.config.length), generator=generator)
     with torch.no_grad():
         torch.testing.assert_close(merged(tokens), trainer.learner.ema_model()(tokens), rtol=0, atol=1e-5)
     assert "with LoRA adapters of rank 4" in (root / "through" / "train.log").read_text()

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from radd_cli.cli import app
-from radd_cli.errors import ConfigError
 from radd_cli.core.schedule import SCHEDULES, parameters
+from radd_cli.errors import ConfigError
 from radd_cli.training.recipe import Recipe, load_recipe, shipped_folder, shipped_recipes, tomllib
 
 runner = CliRunner()

@@ -114,14 +114,17 @@ def lora_runs(runs):
     pytest.importorskip("peft", reason="the lora extra: pip install 'radd[lora]'")
     common = [*OVERRIDES, f"data.cache_dir={runs / 'cache'}", *LORA]
     for offset, sharding in ((2400, "none"), (2500, "fsdp")):
-        run_two_processes(str(runs / "train.py"), str(runs / f"lora-{sharding}"), *common, f"training.sharding={sharding}", port_offset=offset)
+        folder, setting = str(runs / f"lora-{sharding}"), f"training.sharding={sharding}"
+        run_two_processes(str(runs / "train.py"), folder, *common, setting, port_offset=offset)
     return runs
 
 
 def test_sharded_lora_equals_data_parallel_lora_and_checkpoints_the_adapters_alone(lora_runs):
     sharded, replicated = lora_runs / "lora-fsdp", lora_runs / "lora-none"
-    assert metrics(sharded, "train/nats_per_token") == pytest.approx(metrics(replicated, "train/nats_per_token"), rel=1e-6)
-    ours, theirs = load_file(sharded / "final" / "model.safetensors"), load_file(replicated / "final" / "model.safetensors")
+    losses = metrics(sharded, "train/nats_per_token")
+    assert losses == pytest.approx(metrics(replicated, "train/nats_per_token"), rel=1e-6)
+    ours = load_file(sharded / "final" / "model.safetensors")
+    theirs = load_file(replicated / "final" / "model.safetensors")
     assert ours.keys() == theirs.keys() and not any("lora" in key for key in ours)  # merged into a plain model
     for key in ours:
         torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=5e-5, msg=key)

@@ -76,7 +76,8 @@ def test_tiny_recipe_trains_end_to_end_and_its_final_model_loads(tmp_path, cache
     assert "A sample from" in result.output
     # the screen ends with held-out numbers against baselines that ignore context, and a block with its blanks
     assert "On held-out text the model never trained on" in result.output
-    assert "the training tokens' frequencies alone" in result.output and "the most frequent token every time" in result.output
+    assert "the training tokens' frequencies alone" in result.output
+    assert "the most frequent token every time" in result.output
     header = "A held-out block with its blanks filled"
     assert result.output.index("A sample from") < result.output.index(header)  # the last thing on the screen
     assert result.output.split(header, 1)[1].split(":", 1)[1].strip()  # the block itself

@@ -24,9 +24,9 @@ from .configuration_radd import RaddConfig
 # <radd network>
 
 
-def network_config(config: RaddConfig) -> ModelConfig:
+def network_config(config: RaddConfig) -> ModelConfig:  # noqa: F821 (ModelConfig, RADD: radd's network above)
     """radd's ModelConfig of a RaddConfig: radd counts the real tokens, the mask is the id after them."""
-    return ModelConfig(
+    return ModelConfig(  # noqa: F821
         vocab_size=config.vocab_size - 1,
         length=config.length,
         hidden_size=config.hidden_size,
@@ -51,7 +51,7 @@ class RaddForMaskedLM(RaddPreTrainedModel):
 
     def __init__(self, config: RaddConfig):
         super().__init__(config)
-        self.radd = RADD(network_config(config))
+        self.radd = RADD(network_config(config))  # noqa: F821
         self.post_init()
 
     def forward(
