@@ -70,35 +70,33 @@ def train(
 
 
 def print_first_look(look, tokenizer) -> None:
-    """The end of the screen: held-out numbers beside baselines that ignore context, and a block with blanks."""
-    report = look.cloze
-    out.print("\n[bold]On held-out text the model never trained on:[/]")
-    out.print(
-        f"  nats per token  {look.valid_nats:.2f} (perplexity ≤ {perplexity(look.valid_nats):,.0f}); the training "
+    """The end of the screen: held-out checks beside what a model that ignores context gets, and one passage
+    against its shuffled tokens."""
+    report, shuffled = look.cloze, look.shuffled
+    real, mixed = shuffled.example_nats
+    out.print(f"\n[bold]On {shuffled.passages} held-out passages the model never trained on:[/]")
+    lines = [
+        f"  real or shuffled  the real passage is the more likely one in {shuffled.preferred} of {shuffled.passages} "
+        f"against its tokens shuffled ({shuffled.real_nats:.2f} against {shuffled.shuffled_nats:.2f} nats per token); "
+        "a model that ignores context: half at best",
+        f"  fill the blanks   {report.accuracy:.1%} of {report.blanks:,} hidden tokens filled exactly "
+        f"({report.fraction:.0%} hidden); the most frequent token every time: {report.baseline_accuracy:.1%}",
+        f"  nats per token    {look.valid_nats:.2f} (perplexity ≤ {perplexity(look.valid_nats):,.0f}); the training "
         f"tokens' frequencies alone: {look.unigram_nats:.2f} (perplexity {perplexity(look.unigram_nats):,.0f})",
-        highlight=False,
-    )
+    ]
+    for line in lines:
+        out.print(line, highlight=False)
+    verdict = "the real one" if real < mixed else "the shuffled one"
     out.print(
-        f"  fill the blanks {report.accuracy:.1%} of {report.blanks:,} blanks ({report.fraction:.0%} of the tokens "
-        f"hidden) filled exactly; the most frequent token every time: {report.baseline_accuracy:.1%}",
+        f"\nThe first passage and its tokens shuffled; the model finds {verdict} more likely "
+        f"({real:.2f} against {mixed:.2f} nats per token):\n",
         highlight=False,
     )
-    legend = "[green]green[/]: right; [red]red[/]: wrong, the hidden token in [dim]\\[brackets][/]"
-    out.print(f"\nA held-out block with its blanks filled ({legend}):\n")
-    out.print(render_blanks(report, tokenizer), highlight=False)
+    out.print(f"  [green]real[/]      {escape(one_line(tokenizer.decode(shuffled.example)))}", highlight=False)
+    out.print(f"  [red]shuffled[/]  {escape(one_line(tokenizer.decode(shuffled.example_shuffled)))}", highlight=False)
 
 
-def render_blanks(report, tokenizer) -> str:
-    """The example block as rich markup: the visible tokens plain, each blank's fill coloured."""
-    blanks = {blank.position: blank for blank in report.example_blanks}
-    pieces = []
-    for position, token in enumerate(report.example):
-        blank = blanks.get(position)
-        if blank is None:
-            pieces.append(escape(tokenizer.decode([token])))
-        elif blank.right:
-            pieces.append(f"[bold green]{escape(tokenizer.decode([blank.guess]))}[/]")
-        else:
-            guess, answer = escape(tokenizer.decode([blank.guess])), escape(tokenizer.decode([blank.answer]))
-            pieces.append(f"[bold red]{guess}[/][dim]\\[{answer}][/]")
-    return "".join(pieces)
+def one_line(text: str, limit: int = 200) -> str:
+    """`text` on one line (runs of whitespace as one space), cut at `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -24,7 +24,7 @@ from radd_cli.data import instructions
 from radd_cli.data import sources as data_lib
 from radd_cli.errors import CheckpointError, TrainingError
 from radd_cli.evaluation import cloze
-from radd_cli.evaluation.cloze import ClozeReport
+from radd_cli.evaluation.cloze import ClozeReport, ShuffleReport
 from radd_cli.files import WRITE_ERRORS, cause, replace_folder
 from radd_cli.io.pretrained import save
 from radd_cli.io.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
@@ -71,6 +71,7 @@ class FirstLook:
     valid_nats: float  # the bound of the EMA weights, nats per token
     unigram_nats: float  # the training tokens' frequencies on the same held-out tokens
     cloze: ClozeReport
+    shuffled: ShuffleReport
 
 
 def prepare_tokenizer(recipe: Recipe, folder: RunFolder, runtime: Runtime) -> Tokenizer:
@@ -360,15 +361,18 @@ class Trainer:
         sample = self.train_blocks[: max(1, (1 << 20) // self.recipe.model.length)]  # enough for the frequencies
         counts = cloze.token_counts(sample, self.tokenizer.vocab_size)
         held_out = self.valid_blocks[:blocks]
+        seed, device = self.recipe.training.seed, self.runtime.device
         with self.runtime.autocast():
-            report = cloze.cloze(model, held_out, counts, seed=self.recipe.training.seed, device=self.runtime.device)
+            report = cloze.cloze(model, held_out, counts, seed=seed, device=device)
+            shuffled = cloze.real_or_shuffled(model, held_out, seed=seed, device=device)
         section = self.recipe.evaluation  # the blocks the bound was computed on
         scored = self.valid_blocks[: section.batches * section.batch_size]
-        look = FirstLook(valid_nats, cloze.unigram_nats(counts, scored), report)
+        look = FirstLook(valid_nats, cloze.unigram_nats(counts, scored), report, shuffled)
         self.logger.line(
-            f"held-out text: bound {valid_nats:.3f} nats/token against {look.unigram_nats:.3f} for the training "
-            f"tokens' frequencies; {report.accuracy:.1%} of {report.blanks} blanks filled exactly against "
-            f"{report.baseline_accuracy:.1%} for the most frequent token",
+            f"held-out text: the real passage preferred to its tokens shuffled in {shuffled.preferred} of "
+            f"{shuffled.passages}; {report.accuracy:.1%} of {report.blanks} blanks filled exactly against "
+            f"{report.baseline_accuracy:.1%} for the most frequent token; bound {valid_nats:.3f} nats/token against "
+            f"{look.unigram_nats:.3f} for the training tokens' frequencies",
             console=False,
         )
         return look

@@ -62,3 +62,46 @@ def test_the_unigram_baseline_is_the_cross_entropy_of_the_training_frequencies()
         -(math.log(98 / 104) + math.log(2 / 104)) / 2
     )
     assert cloze.perplexity(math.log(4)) == pytest.approx(4)
+
+
+class CountsOn(torch.nn.Module):
+    """Knows that every token is its left neighbour + 1 (mod V): sure of it when that neighbour is visible,
+    uniform otherwise. It reads context, and nothing else."""
+
+    vocab_size, mask_id = 16, 16
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.full((*tokens.shape, self.vocab_size), -math.log(self.vocab_size))
+        left = torch.cat((torch.full_like(tokens[:, :1], self.mask_id), tokens[:, :-1]), dim=1)  # (B, L)
+        seen = left != self.mask_id
+        sure = torch.full((self.vocab_size,), -30.0)
+        for row, column in seen.nonzero().tolist():
+            log_probs[row, column] = sure
+            log_probs[row, column, (left[row, column] + 1) % self.vocab_size] = 0.0
+        return log_probs
+
+
+class IgnoresContext(torch.nn.Module):
+    """The same distribution (not uniform) at every position, whatever the tokens around it."""
+
+    vocab_size, mask_id = 16, 16
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.linspace(0, 3, self.vocab_size).log_softmax(-1).expand(*tokens.shape, -1)
+
+
+def test_pseudo_likelihood_predicts_every_token_once():
+    blocks = torch.arange(24).reshape(3, 8) % 16
+    scored = cloze.pseudo_nats(IgnoresContext(), blocks, 3, torch.Generator().manual_seed(0))
+    expected = -torch.linspace(0, 3, 16).log_softmax(-1)[blocks].double().mean(-1)  # each token once
+    torch.testing.assert_close(scored, expected)
+
+
+def test_a_model_that_reads_context_prefers_the_real_text_and_one_that_does_not_cannot():
+    starts = np.random.default_rng(0).integers(0, 16, 20)
+    blocks = (starts[:, None] + np.arange(12)) % 16  # counting up: what CountsOn knows
+    knows = cloze.real_or_shuffled(CountsOn(), blocks, groups=4, seed=0)
+    assert knows.passages == 20 and knows.preferred == 20 and knows.real_nats < knows.shuffled_nats
+    assert sorted(knows.example) == sorted(knows.example_shuffled) and knows.example == blocks[0].tolist()
+    blind = cloze.real_or_shuffled(IgnoresContext(), blocks, groups=4, seed=0)
+    assert blind.preferred == 0 and blind.real_nats == pytest.approx(blind.shuffled_nats)  # the same tokens: ties
