@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - Typer on top of click
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 from radd_cli import __version__
-from radd_cli.commands import bench, bench_quality, convert, evaluate, infill, recipes, sample, serve, train
+from radd_cli.commands import bench, bench_quality, convert, evaluate, harness, infill, recipes, sample, serve, train
 from radd_cli.console import err
 from radd_cli.errors import RaddError, Renderer, plain_name
 
@@ -120,6 +120,7 @@ app.command("train")(clean_errors(train.train))
 app.command("sample")(clean_errors(sample.sample))
 app.command("infill")(clean_errors(infill.infill))
 app.command("eval")(clean_errors(evaluate.evaluate))
+app.command("harness")(clean_errors(harness.harness))
 app.command("recipes")(clean_errors(recipes.recipes))
 app.command("convert")(clean_errors(convert.convert))
 app.command("serve")(clean_errors(serve.serve))

@@ -24,8 +24,10 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in (ROOT / ".ci" / "run").read_text()
 
 
-def test_quick_start_trains_the_default_and_samples_from_it():
-    assert "pip install -e . && radd train && radd sample --model runs/tiny/final --num-samples 4" in code_lines()
+def test_quick_start_is_two_commands_that_train_the_default_and_run_the_tests():
+    quick_start = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = [block.strip() for block in re.findall(r"```bash\n(.*?)```", quick_start, flags=re.S)]
+    assert commands == ["pip install -e . && radd train", "pip install -e '.[test]' && python -m pytest -q"]
 
 
 def test_every_radd_command_in_the_readme_parses():

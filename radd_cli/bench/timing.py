@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ from radd_cli.training.learner import Learner
 from radd_cli.training.recipe import Recipe
 from radd_cli.training.runtime import Runtime
 from radd_cli.validation import choices_of
+
+Progress = Callable[[int, int], None]  # progress(done, total): runs finished out of all the benchmark makes
 
 # Named sizes for random-weight benchmarks; small and medium are the published shapes (docs/model-files.md).
 PUBLISHED = {"vocab_size": KNOWN_VOCABULARIES["gpt2"], "length": 1024}  # the published models' vocabulary and length
@@ -73,15 +76,30 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
 
 
-def seconds_per_call(call, *, repeats: int, warmup: int, device: torch.device) -> float:
-    """Mean wall time of `call()` over `repeats` runs after `warmup` untimed ones; peak memory is reset first."""
+class Ticks:
+    """Counts the finished runs of a benchmark for `progress(done, total)` (a progress bar), when given one."""
+
+    def __init__(self, total: int, progress: Progress | None):
+        self.done, self.total, self.progress = 0, total, progress
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def seconds_per_call(call, *, repeats: int, warmup: int, device: torch.device, tick=lambda: None) -> float:
+    """Mean wall time of `call()` over `repeats` runs after `warmup` untimed ones; peak memory is reset first.
+    `tick()` follows every run."""
     for _ in range(warmup):
         call()
+        tick()
     synchronize(device)
     reset_peak_memory(device)
     started = time.perf_counter()
     for _ in range(repeats):
         call()
+        tick()
     synchronize(device)
     return (time.perf_counter() - started) / repeats
 
@@ -129,6 +147,7 @@ def bench_sample(
     reference: bool = False,
     seed: int = 0,
     repeats: int = 3,
+    progress: Progress | None = None,
 ) -> list[SampleRow]:
     """One batch per setting, timed `repeats` times (median kept) after one untimed warm-up.
 
@@ -137,7 +156,9 @@ def bench_sample(
     """
     rows = []
     modes = ("on", "off") + (("all-positions",) if reference else ())
+    tick = Ticks(1 + len(steps_list) * repeats * len(modes), progress)
     _time_sampling(model, schedule, min(steps_list), "on", batch_size, length, device, precision, seed)  # warm-up
+    tick()
     for steps in steps_list:
         timings = {mode: [] for mode in modes}
         peaks = {}
@@ -148,6 +169,7 @@ def bench_sample(
                     _time_sampling(model, schedule, steps, mode, batch_size, length, device, precision, seed)
                 )
                 peaks[mode] = peak_memory_gb(device)
+                tick()
         for mode in modes:
             nfe, seconds = timings[mode][0][0], statistics.median(t for _, t in timings[mode])
             expected = expected_nfe(schedule, steps, length) if mode == "on" else float(steps)
@@ -221,10 +243,12 @@ def bench_methods(
     precision: str,
     seed: int = 0,
     repeats: int = 3,
+    progress: Progress | None = None,
 ) -> list[MethodRow]:
     """Time per network call of each sampler on one batch, repeats interleaved across methods (median kept)."""
     counted = _CountingCalls(model)
     rows = []
+    tick = Ticks(len(steps_list) * (repeats + 1) * len(methods), progress)
     for steps in steps_list:
         timings: dict[str, list[tuple[int, float]]] = {method: [] for method in methods}
         for _ in range(repeats + 1):  # the first round warms up and is dropped
@@ -240,6 +264,7 @@ def bench_methods(
                            seeds=range(seed, seed + batch_size), device=device, **settings)
                 synchronize(device)
                 timings[method].append((counted.calls, time.perf_counter() - started))
+                tick()
         for method in methods:
             calls = timings[method][1][0]
             seconds = statistics.median(t for _, t in timings[method][1:])
@@ -297,6 +322,7 @@ def bench_train(
     steps: int,
     warmup: int,
     weights: dict[str, torch.Tensor] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[TrainBench, RADD]:
     """Time `radd train`'s own optimizer step (the Learner: accelerate, accumulation, clipping, the
     configured precision, the EMA) on random token blocks of the recipe's shape."""
@@ -305,7 +331,10 @@ def bench_train(
         unwrap(learner.model).load_state_dict(weights)
     training, length = recipe.training, recipe.model.length
     blocks = np.random.default_rng(0).integers(0, vocab_size, (training.batch_size, length))
-    seconds = seconds_per_call(lambda: learner.step(blocks), repeats=steps, warmup=warmup, device=runtime.device)
+    tick = Ticks(warmup + steps, progress)
+    seconds = seconds_per_call(
+        lambda: learner.step(blocks), repeats=steps, warmup=warmup, device=runtime.device, tick=tick
+    )
     flops = training_flops_per_token(unwrap(learner.model).config)
     tokens_per_second = training.batch_size * length / seconds
     result = TrainBench(
@@ -349,12 +378,14 @@ def bench_eval(
     loss: str,
     device: torch.device,
     precision: str,
+    progress: Progress | None = None,
 ) -> EvalBench:
     model = model.to(device).eval()
     x0 = torch.randint(0, model.vocab_size, (batch_size, length), generator=torch.Generator().manual_seed(0)).to(device)
+    tick = Ticks(2 * (batches + 1), progress)
     with torch.no_grad(), autocast(device, precision):
-        forward = seconds_per_call(lambda: model(x0), repeats=batches, warmup=1, device=device)
+        forward = seconds_per_call(lambda: model(x0), repeats=batches, warmup=1, device=device, tick=tick)
         objective = seconds_per_call(
-            lambda: LOSSES[loss](model, x0, schedule), repeats=batches, warmup=1, device=device
+            lambda: LOSSES[loss](model, x0, schedule), repeats=batches, warmup=1, device=device, tick=tick
         )
     return EvalBench(batch_size, length, loss, forward * 1e3, batch_size * length / objective, peak_memory_gb(device))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,7 +21,7 @@ from radd_cli.commands.options import (
     SeedOption,
     check_writable,
 )
-from radd_cli.console import err, out
+from radd_cli.console import err, out, progress_bar
 from radd_cli.core.losses import Loss, TrainingLoss
 from radd_cli.core.model import RADD, Attention, ModelShape, shape_values
 from radd_cli.core.schedule import get_schedule
@@ -52,6 +53,14 @@ def _model(model: str | None, size: Size, length: int | None, device: str, preci
     resolved = resolve_precision(precision, target.type)
     built = RADD(benchmark.size_config(size, length=length)).to(target).eval()
     return built, get_schedule("loglinear"), target, resolved, f"{size} (random weights)", built.config.length
+
+
+@contextlib.contextmanager
+def timing_bar():
+    """A progress bar with the time left over the runs a benchmark makes; yields its progress(done, total)."""
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("timing", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _steps_list(text: str) -> list[int]:
@@ -92,10 +101,11 @@ def _methods_list(text: str) -> list[str]:
 
 
 def _bench_methods(network, schedule, methods, steps, batch_size, length, target, precision, label, seed, repeats, json_path):
-    rows = benchmark.bench_methods(
-        network, schedule, methods=methods, steps_list=steps, batch_size=batch_size, length=length,
-        device=target, precision=precision, seed=seed, repeats=repeats,
-    )
+    with timing_bar() as progress:
+        rows = benchmark.bench_methods(
+            network, schedule, methods=methods, steps_list=steps, batch_size=batch_size, length=length,
+            device=target, precision=precision, seed=seed, repeats=repeats, progress=progress,
+        )
     table = Table(title=f"radd bench sample --methods: {label}, batch {batch_size} × {length} on {target}")
     for column in ("sampler", "steps", "calls", "seconds", "ms/call", "× tweedie"):
         table.add_column(column, justify="left" if column == "sampler" else "right")
@@ -148,18 +158,20 @@ def bench_sample(
     network, schedule, target, precision, label, length = _model(model, size, length, device, precision)
     if chosen is not None:
         return _bench_methods(network, schedule, chosen, step_counts, batch_size, length, target, precision, label, seed, repeats, json_path)
-    rows = benchmark.bench_sample(
-        network,
-        schedule,
-        steps_list=step_counts,
-        batch_size=batch_size,
-        length=length,
-        device=target,
-        precision=precision,
-        reference=reference,
-        seed=seed,
-        repeats=repeats,
-    )
+    with timing_bar() as progress:
+        rows = benchmark.bench_sample(
+            network,
+            schedule,
+            steps_list=step_counts,
+            batch_size=batch_size,
+            length=length,
+            device=target,
+            precision=precision,
+            reference=reference,
+            seed=seed,
+            repeats=repeats,
+            progress=progress,
+        )
     table = Table(title=f"radd bench sample: {label}, batch {batch_size} × {length} on {target}")
     for column in ("steps", "cache", "NFE/seq", "E-NFE", "seconds", "tokens/s", "peak GB"):
         table.add_column(column, justify="right")
@@ -263,9 +275,10 @@ def bench_train(
     shape = shape_values(config) | {"length": length or config.length, "dropout": 0.0}
     recipe = Recipe(model=ModelShape(**shape), training=training)
     runtime = build_runtime(precision, cpu=target.type == "cpu", sharding=sharding)
-    result, network = benchmark.bench_train(
-        recipe, runtime, config.vocab_size, steps=timed_steps, warmup=warmup, weights=weights
-    )
+    with timing_bar() as progress:
+        result, network = benchmark.bench_train(
+            recipe, runtime, config.vocab_size, steps=timed_steps, warmup=warmup, weights=weights, progress=progress
+        )
     if runtime.device.type == "cuda":
         result.peak_tflops = benchmark.matmul_peak_tflops(runtime.device)
         result.mfu = result.achieved_tflops / result.peak_tflops
@@ -320,16 +333,18 @@ def bench_eval(
     """Forward time per batch and tokens/s of the Monte-Carlo objective."""
     _check_outputs(json_path, force)
     network, schedule, target, precision, label, length = _model(model, size, length, device, precision)
-    result = benchmark.bench_eval(
-        network,
-        schedule,
-        batch_size=batch_size,
-        length=length,
-        batches=batches,
-        loss=loss,
-        device=target,
-        precision=precision,
-    )
+    with timing_bar() as progress:
+        result = benchmark.bench_eval(
+            network,
+            schedule,
+            batch_size=batch_size,
+            length=length,
+            batches=batches,
+            loss=loss,
+            device=target,
+            precision=precision,
+            progress=progress,
+        )
     table = Table(title=f"radd bench eval: {label}, batch {batch_size} × {length} on {target}", show_header=False)
     table.add_row("forward", f"{result.forward_ms:.2f} ms per batch")
     table.add_row(f"{loss}", f"{result.tokens_per_second:,.0f} tokens/s")

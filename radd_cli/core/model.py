@@ -144,10 +144,8 @@ def _cuda_attention_backends() -> list:
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: Attention) -> torch.Tensor:
     """Non-causal attention over (B, H, L, hd) tensors, returning (B, H, L, hd)."""
     if backend == Attention.flash:
-        from flash_attn import flash_attn_func
-
         # flash-attn wants (B, L, H, hd)
-        return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+        return _flash_attn_func()(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     if q.is_cuda:
         from torch.nn.attention import sdpa_kernel
 
@@ -198,7 +196,7 @@ class RADD(SelectiveScorer):
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.attention == Attention.flash:
-            _require_flash_attn()
+            _flash_attn_func()  # missing flash-attn fails here, not at the first call
         self.config = config
         self.vocab_size = config.vocab_size
         self.mask_id = config.vocab_size
@@ -290,11 +288,14 @@ class RADD(SelectiveScorer):
         return -F.cross_entropy(self.logits(hidden).float(), targets, reduction="none")  # fused log-softmax + pick
 
 
-def _require_flash_attn() -> None:
+def _flash_attn_func():
+    """flash-attn's kernel. Imported inside `try` so that transformers, which reads the imports of the
+    modeling_radd.py written from this file (radd_cli/io/transformers.py), does not require the package."""
     try:
-        import flash_attn  # noqa: F401
+        from flash_attn import flash_attn_func
     except ImportError:
         raise ConfigError(
             "model.attention = 'flash' needs flash-attn, which is not installed: "
             "pip install 'radd[flash]' on a CUDA machine, or use attention = 'sdpa'"
         ) from None
+    return flash_attn_func

@@ -4,8 +4,8 @@
 
 radd declares the model in the `lm_eval.models` entry-point group, which lm-eval releases with plugin
 discovery read on their own. With a release that does not (0.4.13 and older), run lm-eval's own command
-line through `python -m radd_cli.lmeval` (the same arguments), or call `register()` before
-`lm_eval.simple_evaluate(model="radd", ...)`.
+line through `python -m radd_cli.lmeval` (the same arguments), call `register()` before
+`lm_eval.simple_evaluate(model="radd", ...)`, or use radd's own command, `radd harness` (`run` below).
 
 - `loglikelihood`: log p(continuation | context), exact by the any-order autoregressive factorisation
   (one network call per continuation token, requests batched; `likelihood=monte_carlo` averages
@@ -269,3 +269,36 @@ def main() -> None:
             raise
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
+
+
+def run(
+    lm: RaddLM, tasks: list[str], *, num_fewshot: int | None = None, limit: float | None = None, include_path=()
+) -> dict:
+    """lm-evaluation-harness's `simple_evaluate` on `lm`: the dict it returns (`results`, `configs`, `versions`,
+    `n-shot`, ...), with lm-eval's own seeds."""
+    from lm_eval import simple_evaluate
+
+    manager = task_manager(tasks, list(include_path))
+    return simple_evaluate(
+        model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager, log_samples=False
+    )
+
+
+def task_manager(tasks: list[str], include_path: list[str]):
+    """lm-eval's task index: the local task YAMLs alone when they hold every task asked for (indexing lm-eval's
+    own 14,000 takes half a minute), else lm-eval's and the local ones. Unknown tasks are a ConfigError."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path:
+        local = TaskManager(include_path=include_path, include_defaults=False)
+        if all(task in local.all_tasks for task in tasks):
+            return local
+    manager = TaskManager(include_path=include_path or None)
+    unknown = [task for task in tasks if task not in manager.all_tasks]
+    if unknown:
+        where = f" nor in {', '.join(include_path)}" if include_path else ""
+        raise ConfigError(
+            f"tasks: {', '.join(unknown)} is not an lm-eval task{where} (`lm_eval ls tasks` lists them; "
+            "include_path adds folders of task YAMLs)"
+        )
+    return manager

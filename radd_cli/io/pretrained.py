@@ -1,12 +1,15 @@
-"""Model folders on disk (docs/model-files.md): this project's layout, the published layout, and
-training runs of the published code. `load` returns an explicit bundle (network, schedule, tokenizer,
+"""Model folders on disk (docs/model-files.md): this project's layout, the published layout, training
+runs of the published code, and the transformers layout that `radd convert --to transformers` writes. `load` returns an explicit bundle (network, schedule, tokenizer,
 source); `save` writes this project's layout.
 
 - this project's layout: `config.json` with `radd_format`, `model`, `noise`, `tokenizer`, and
   `model.safetensors`, plus tokenizer files when the tokenizer was trained for the model;
 - the published layout: `config.json` holding the whole training config (`tokens`, `model`, `noise`,
   …) and `model.safetensors` or `pytorch_model.bin`, from a folder or a Hub repo id;
-- a training run of the published code: `.hydra/config.yaml` and `checkpoints-meta/checkpoint.pth`.
+- a training run of the published code: `.hydra/config.yaml` and `checkpoints-meta/checkpoint.pth`;
+- the transformers layout: `config.json` with `model_type: radd` and `auto_map`, the weights under `radd.`,
+  the tokenizer with its mask token (transformers.py);
+- LoRA adapters as peft writes them, read as the model they name with the adapters merged in (adapters.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from radd_cli.core.model import RADD, ModelConfig, ModelShape, shape_values
 from radd_cli.core.schedule import Schedule, schedule_from_config
 from radd_cli.errors import CheckpointError, ConfigError, setting
 from radd_cli.files import WRITE_ERRORS, WriteError, cause, remove, temporary_sibling, write_atomically, write_text
+from radd_cli.io import adapters
+from radd_cli.io import transformers as hf_layout
 from radd_cli.io.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT_VERSION = 1
@@ -150,11 +155,15 @@ class PretrainedFiles:
 
 def read(path_or_repo_id: str | Path, *, ema: bool = True) -> PretrainedFiles:
     folder = resolve(path_or_repo_id)
+    if adapters.is_adapter_folder(folder):
+        return _read_adapter(folder)
     layout = detect_layout(folder)
     if layout == "radd":
         return _read_own(folder)
     if layout == "published":
         return _read_published(folder)
+    if layout == "transformers":
+        return _read_transformers(folder)
     return _read_training_run(folder, ema=ema)
 
 
@@ -202,9 +211,11 @@ def detect_layout(folder: Path) -> str:
         return "radd"
     if "tokens" in config and isinstance(config.get("model"), dict):
         return "published"
+    if hf_layout.is_transformers_config(config):
+        return "transformers"
     raise CheckpointError(
-        f"{config_path}: unknown layout (expected `radd_format` for this project's layout, or `tokens` "
-        "and `model` for the published one)"
+        f"{config_path}: unknown layout (expected `radd_format` for this project's layout, `tokens` "
+        "and `model` for the published one, or `model_type: radd` for a transformers folder radd wrote)"
     )
 
 
@@ -238,6 +249,30 @@ def _read_published(folder: Path) -> PretrainedFiles:
         state_dict=_strip_wrappers(_load_weights(folder)),
         noise=dict(config.get("noise") or {"type": "loglinear"}),
         tokenizer=_published_tokenizer(config),
+        source=str(folder),
+    )
+
+
+def _read_adapter(folder: Path) -> PretrainedFiles:
+    """LoRA adapters (io/adapters.py) merged into the model they name, which is read like any other."""
+    config, weights = adapters.read(folder)
+    base = read(config["base_model_name_or_path"])
+    return PretrainedFiles(
+        model=base.model,
+        state_dict=adapters.merge(base.state_dict, weights, adapters.scaling(config)),
+        noise=base.noise,
+        tokenizer=base.tokenizer,
+        source=f"{folder} (LoRA rank {config['r']} on {base.source})",
+    )
+
+
+def _read_transformers(folder: Path) -> PretrainedFiles:
+    config = _read_json(folder / CONFIG_FILE)
+    return PretrainedFiles(
+        model=hf_layout.model_values(config, folder / CONFIG_FILE),
+        state_dict=hf_layout.radd_weights(_load_weights(folder), folder),
+        noise=dict(config.get("noise") or {"type": "loglinear"}),
+        tokenizer=str(folder),
         source=str(folder),
     )
 

@@ -1,11 +1,14 @@
 """A thin wrapper over a transformers fast tokenizer: vocab_size, mask_id and eos for RADD.
 
-The mask token is not part of the tokenizer: it is id `vocab_size`, one past the real tokens.
+The mask token is not one of the real tokens: it is id `vocab_size`, one past them. A tokenizer whose mask
+token is its last id (as in the transformers layout radd writes) has that token as radd's mask.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 from pathlib import Path
 from typing import Iterable
 
@@ -21,7 +24,8 @@ class Tokenizer:
     def __init__(self, hf_tokenizer, name: str):
         self.hf = hf_tokenizer
         self.name = name
-        self.vocab_size = len(hf_tokenizer)
+        size = len(hf_tokenizer)
+        self.vocab_size = size - 1 if hf_tokenizer.mask_token_id == size - 1 else size
         self.mask_id = self.vocab_size
         eos = hf_tokenizer.eos_token_id
         if eos is None:
@@ -61,13 +65,28 @@ def load_tokenizer(name_or_path: str) -> Tokenizer:
     from transformers import AutoTokenizer
 
     try:
-        hf = AutoTokenizer.from_pretrained(str(name_or_path), use_fast=True)
+        # Never the folder's own code (a transformers-layout folder has some, for its model): no prompt for it
+        # either; transformers' note that it reads the folder's config as a plain one is not news here.
+        with _quiet("transformers.configuration_utils"):
+            hf = AutoTokenizer.from_pretrained(str(name_or_path), use_fast=True, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise DataError(
             f"cannot load the tokenizer {name_or_path!r} ({str(error).strip().splitlines()[0]}). Offline, download "
             f"it where the Hub is reachable (`hf download {name_or_path} --local-dir DIR`) and give DIR instead"
         ) from error
     return Tokenizer(hf, str(name_or_path))
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Warnings of one logger off for the duration."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:

@@ -89,7 +89,7 @@ class Sampler:
     """One sampling method. Subclass it, set `name`, and decorate the class with `@register`."""
 
     name: ClassVar[str] = ""
-    settings: ClassVar[frozenset[str]] = frozenset()  # the SamplingConfig settings it uses (config.SAMPLER_SETTINGS)
+    settings: ClassVar[frozenset[str]] = frozenset()  # the SamplingConfig fields it takes (others must keep their defaults)
     required: ClassVar[frozenset[str]] = frozenset()  # of those, the ones that must be given
     remasks: ClassVar[bool] = False  # whether a decoded position can change again (streaming waits for the end)
 

@@ -23,8 +23,9 @@ from radd_cli.device import Precision, available_memory
 from radd_cli.errors import ConfigError, setting
 from radd_cli.io import finetune
 from radd_cli.io.pretrained import WEIGHTS_FILE, safetensors_shapes
+from radd_cli.training import lora as lora_lib
 from radd_cli.training.memory import Layout, MemoryEstimate, gigabytes, training_memory
-from radd_cli.training.optim import build_optimizer, build_scheduler
+from radd_cli.training.optim import build_optimizer, build_scheduler, trained_parameters
 from radd_cli.training.recipe import Recipe
 from radd_cli.training.runtime import Runtime
 
@@ -46,7 +47,8 @@ class TrainState:
 
 
 class EMA:
-    """Exponential moving average of the parameters, in the published format (docs/model-files.md).
+    """Exponential moving average of the parameters that train (all, or LoRA's adapters), in the published format
+    (docs/model-files.md).
 
     Of a sharded model it keeps the average of this process's shards (`per_process`): the update is
     elementwise, so no process needs the rest until the weights are exported or evaluated.
@@ -54,7 +56,7 @@ class EMA:
 
     def __init__(self, model: torch.nn.Module, decay: float, *, per_process: bool = False):
         self.decay, self.num_updates, self.per_process = decay, 0, per_process
-        self.shadow_params = [p.detach().float().clone() for p in model.parameters()]
+        self.shadow_params = [p.detach().float().clone() for p in trained_parameters(model)]
 
     @torch.no_grad()
     def update(self, parameters) -> None:
@@ -64,8 +66,8 @@ class EMA:
 
     @torch.no_grad()
     def copy_to(self, model: torch.nn.Module, gather=lambda shadow: shadow) -> None:
-        """Copy the averages into `model`'s full parameters (`gather` makes a shard whole)."""
-        for shadow, parameter in zip(self.shadow_params, model.parameters()):
+        """Copy the averages into `model`'s full parameters that train (`gather` makes a shard whole)."""
+        for shadow, parameter in zip(self.shadow_params, trained_parameters(model)):
             parameter.copy_(gather(shadow))
 
     def state_dict(self) -> dict:
@@ -93,12 +95,15 @@ class Learner:
         self.schedule = recipe.noise.schedule()
         self.objective = LOSSES[training.loss_type]
         config = ModelConfig.of(recipe.model, vocab_size)
-        self.memory_estimate = training_memory(config, self.micro_batch, layout(training, runtime))
+        lora = training.lora
+        trained = lora_lib.adapter_parameter_count(config, lora.rank, lora.targets) if lora.enabled else None
+        self.memory_estimate = training_memory(config, self.micro_batch, layout(training, runtime), trained=trained)
         check_fits(self.memory_estimate, available_memory(runtime.device), self.micro_batch)
         torch.manual_seed(training.seed)
         model = RADD(config).to(runtime.device)
         model.activation_checkpointing = training.activation_checkpointing
         self.eval_model = RADD(config).to(runtime.device).eval()  # holds the (gathered) EMA weights for evaluation
+        self.started_from = self._add_adapters(model) if lora.enabled else None
         model = runtime.shard(model, model.blocks)  # the optimizer and EMA follow its shards when sharded
         self.ema = EMA(model, training.ema, per_process=runtime.sharded)
         self.state = TrainState()
@@ -109,7 +114,18 @@ class Learner:
         if training.compile:
             model = torch.compile(model)
         self.model, self.optimizer = runtime.prepare(model, optimizer)
+        if lora.enabled:
+            runtime.checkpoint_trained_only(self.model)  # the base is read again on resume, not saved
         runtime.register_for_checkpointing(self.state, self.ema, self.scheduler)
+
+    def _add_adapters(self, model: RADD) -> str | None:
+        """LoRA: the base weights (training.init_from, read at every start, resumes included, or the seeded
+        initialisation), then adapters on the network and on its evaluation copy. Returns what was read."""
+        source = finetune.load_into(model, self.training.init_from) if self.training.init_from else None
+        self.eval_model.load_state_dict(model.state_dict())
+        lora_lib.add_adapters(model, self.training.lora)
+        lora_lib.add_adapters(self.eval_model, self.training.lora)
+        return source
 
     @property
     def lr(self) -> float:
@@ -145,7 +161,7 @@ class Learner:
             finite = rt.optimizer_step(self.optimizer)
         if finite:
             self.scheduler.step()
-            self.ema.update(self.model.parameters())
+            self.ema.update(trained_parameters(self.model))
             state.optimizer_steps += 1
             state.nonfinite_in_a_row = 0
         else:
@@ -160,7 +176,7 @@ class Learner:
     def start_from(self, source: str) -> str:
         """Fine-tuning: the network and its EMA start from `source`'s weights; optimizer and schedule stay fresh."""
         read = finetune.load_into(unwrap(self.model), source)
-        for shadow, parameter in zip(self.ema.shadow_params, self.model.parameters()):
+        for shadow, parameter in zip(self.ema.shadow_params, trained_parameters(self.model)):
             shadow.copy_(parameter.detach().float())
         return read
 
@@ -173,7 +189,9 @@ class Learner:
         shapes = self.runtime.saved_shapes(str(checkpoint)) or safetensors_shapes(checkpoint / WEIGHTS_FILE)
         if shapes is None:
             return
-        expected = {key: tuple(value.shape) for key, value in unwrap(self.model).state_dict().items()}
+        model = unwrap(self.model)
+        frozen = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}  # LoRA's base
+        expected = {key: tuple(value.shape) for key, value in model.state_dict().items() if key not in frozen}
         differ = [
             f"{key} {shapes.get(key)} vs {expected.get(key)}"
             for key in sorted(set(expected) | set(shapes))

@@ -1,8 +1,8 @@
 """How much memory a training step needs, estimated before any of it is allocated.
 
-The estimate counts, per process: the weights, their gradients, AdamW's two moments and the float32
-EMA with the evaluation copy it is gathered into, and the activations autograd keeps for the backward
-pass of one micro-batch. Sharding divides the first four by the number of processes and adds the full
+The estimate counts, per process: the weights, the gradients, AdamW's two moments and the float32 EMA of
+the weights that train (all, or LoRA's adapters) with the evaluation copy it is gathered into, and the
+activations autograd keeps for the backward pass of one micro-batch. Sharding divides the first four by the number of processes and adds the full
 weights of the blocks being gathered; bf16 shrinks the activations; activation checkpointing keeps only
 each block's input plus one block's activations during its backward. A recipe whose estimate is larger
 than the memory the device has free is refused before training starts; `radd train --dry-run` prints it.
@@ -50,6 +50,7 @@ class MemoryEstimate:
     ema: int  # this process's share of the EMA, and the evaluation copy it is gathered into
     activations: int  # one micro-batch, with the framework's own overhead
     gathered: int = 0  # sharded: the whole network as built before sharding, and the blocks being gathered
+    trained: int = 0  # parameters that get gradients and optimizer state (all, or LoRA's adapters)
 
     @property
     def total(self) -> int:
@@ -82,25 +83,35 @@ def activation_memory(config: ModelConfig, micro_batch: int, layout: Layout, mas
     return trunk + embeddings + head
 
 
-def training_memory(config: ModelConfig, micro_batch: int, layout: Layout = Layout()) -> MemoryEstimate:
-    """Bytes per process to train `config` on micro-batches of `micro_batch` sequences."""
-    count = parameter_count(config)
+def training_memory(
+    config: ModelConfig, micro_batch: int, layout: Layout = Layout(), trained: int | None = None
+) -> MemoryEstimate:
+    """Bytes per process to train `config` on micro-batches of `micro_batch` sequences.
+
+    `trained` parameters (LoRA's adapters, beside the frozen network) get gradients, AdamW's moments and an
+    EMA; None: every parameter trains. The activations are the same: the backward still runs through every
+    block.
+    """
+    count = parameter_count(config) + (trained or 0)
+    trained = count if trained is None else trained
     share = layout.processes if layout.sharded else 1
     sharded = -(-count * FLOAT32 // share)  # float32, this process's share
+    sharded_trained = -(-trained * FLOAT32 // share)
     gathered = 0
     if layout.sharded:  # every process builds the whole network, then keeps its shards; the root's weights
         # (embedding, head) and two blocks are gathered at a time, with their gradients before reduce-scatter
         root = count - config.n_blocks * block_parameter_count(config)
         gathered = count * FLOAT32 + 2 * (root + 2 * block_parameter_count(config)) * FLOAT32
-    buckets = count * FLOAT32 if layout.processes > 1 and not layout.sharded else 0  # DDP's gradient buckets
+    buckets = trained * FLOAT32 if layout.processes > 1 and not layout.sharded else 0  # DDP's gradient buckets
     return MemoryEstimate(
         parameters=count,
         weights=sharded,
-        gradients=sharded + buckets,
-        optimizer=2 * sharded,
-        ema=sharded + count * FLOAT32,
+        gradients=sharded_trained + buckets,
+        optimizer=2 * sharded_trained,
+        ema=sharded_trained + count * FLOAT32,
         activations=activation_memory(config, micro_batch, layout) + OVERHEAD,
         gathered=gathered,
+        trained=trained,
     )
 
 

@@ -30,9 +30,9 @@ def learning_rate_factor(training, step: int) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, training, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW with the recipe's settings (fused on GPUs)."""
+    """AdamW with the recipe's settings (fused on GPUs) over the weights that train (with LoRA, the adapters)."""
     return torch.optim.AdamW(
-        model.parameters(),
+        trained_parameters(model),
         lr=training.lr,
         betas=(training.beta1, training.beta2),
         eps=training.adam_eps,
@@ -43,3 +43,8 @@ def build_optimizer(model: torch.nn.Module, training, device: torch.device) -> t
 
 def build_scheduler(optimizer: torch.optim.Optimizer, training) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(training, step))
+
+
+def trained_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters that get gradients, in the model's order: all of them, or LoRA's adapters alone."""
+    return [parameter for parameter in model.parameters() if parameter.requires_grad]

@@ -29,6 +29,7 @@ from radd_cli.data.tokens import DEFAULT_CACHE, Packing
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError, Problem, setting
 from radd_cli.sampling import SamplingConfig
+from radd_cli.training.lora import LoraFinal, LoraTarget, require_peft
 from radd_cli.training.optim import LRSchedule
 from radd_cli.training.run_log import Tracker
 from radd_cli.training.runtime import Sharding
@@ -79,6 +80,27 @@ class TokenizerSection(Section):
 
 
 @dataclass(frozen=True)
+class LoraSection(Section):
+    """`training.lora`: low-rank adapters instead of training every weight (lora.py); rank 0 = off."""
+
+    rank: int = field(default=0, metadata=limits(low=0))
+    alpha: float = field(default=16.0, metadata=limits(above=0.0))
+    dropout: float = field(default=0.0, metadata=limits(low=0.0, below=1.0))
+    targets: tuple[LoraTarget, ...] = tuple(LoraTarget)
+    final: LoraFinal = LoraFinal.merged
+
+    def check(self) -> None:
+        if self.rank and not self.targets:
+            raise ConfigError("give at least one layer to adapt (or rank = 0 to train every weight)", field="targets")
+        if self.rank:
+            require_peft()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+
+@dataclass(frozen=True)
 class TrainingSection(Section):
     loss_type: TrainingLoss = TrainingLoss.lambda_DCE
     batch_size: int = field(default=512, metadata=limits(low=1))
@@ -101,13 +123,21 @@ class TrainingSection(Section):
     compile: bool = False
     max_nonfinite: int = field(default=10, metadata=limits(low=1))
     init_from: str = ""  # a model to fine-tune (any that radd loads, or a run's checkpoints/step_N); "" = scratch
+    lora: LoraSection = LoraSection()
 
     def check(self) -> None:
+        problems = []
         if self.batch_size % self.accumulation:
-            raise ConfigError(
-                f"{self.batch_size} must be a multiple of {setting('accumulation')} ({self.accumulation})",
-                field="batch_size",
+            problems.append(
+                Problem(
+                    "batch_size",
+                    f"{self.batch_size} must be a multiple of {setting('accumulation')} ({self.accumulation})",
+                )
             )
+        if self.lora.enabled and self.lora.final == LoraFinal.adapter and not self.init_from:
+            problems.append(Problem("lora.final", f"'adapter' needs {setting('init_from')}, the model the adapters apply to"))
+        if problems:
+            raise ConfigError(problems)
 
 
 @dataclass(frozen=True)
@@ -255,14 +285,24 @@ def _build(raw: dict, problems: list[Problem]) -> Recipe | None:
 
 
 def _build_section(cls, raw, name: str, problems: list[Problem]):
+    """The section `cls` from its table `raw`, sub-sections (training.lora) included; None when it has problems."""
     if not isinstance(raw, dict):
         problems.append(Problem(name, f"expected a section (a TOML table), got {raw!r}"))
         return None
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = [key for key in raw if key not in known]
     problems.extend(Problem(f"{name}.{key}", f"unknown key (known: {', '.join(known)})") for key in unknown)
+    hints = typing.get_type_hints(cls)
+    values, failed = {}, False
+    for key, value in raw.items():
+        if key in known and dataclasses.is_dataclass(hints[key]):
+            value = _build_section(hints[key], value, f"{name}.{key}", problems)
+            failed = failed or value is None
+        if key in known and value is not None:
+            values[key] = value
     try:
-        return cls(**{key: value for key, value in raw.items() if key in known})
+        section = cls(**values)
     except ConfigError as error:
         problems.extend(problem.within(name) for problem in error.problems)
         return None
+    return None if failed else section

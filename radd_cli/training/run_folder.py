@@ -35,6 +35,7 @@ RESUMABLE_CHANGES = (
     "training.steps",
     "training.max_nonfinite",
     "training.activation_checkpointing",
+    "training.lora.final",
     "evaluation.",
     "sampling.",
     "checkpoint.",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Runtime:
     sharded: bool = False
     reshard_after_forward: bool = True
     _sharded_state: dict = field(default_factory=dict)  # model, optimizer and per-process objects to save
+    trained_only: bool = False  # checkpoints hold only the weights that train (LoRA's adapters)
 
     @property
     def device(self) -> torch.device:
@@ -168,12 +170,38 @@ class Runtime:
             else:
                 self.accelerator.register_for_checkpointing(holder)
 
+    def checkpoint_trained_only(self, model) -> None:
+        """Checkpoints of the prepared `model` leave out its frozen parameters (all but LoRA's adapters): the run
+        rebuilds them (from training.init_from) before it resumes. Loading stays strict: the file must hold
+        exactly the rest."""
+        self.trained_only = True
+        if self.sharded:
+            return  # sharding.save / load leave the frozen parameters out themselves
+        inner = self.accelerator.unwrap_model(model)
+        frozen = {name for name, parameter in inner.named_parameters() if not parameter.requires_grad}
+        kept = set(inner.state_dict()) - frozen
+
+        def keep_trained(models, weights, folder) -> None:
+            weights[:] = [{key: value for key, value in w.items() if _plain(key) in kept} for w in weights]
+
+        def load_trained(models, folder) -> None:
+            from safetensors.torch import load_file
+
+            loaded = self.accelerator.unwrap_model(models.pop(0))  # loaded here: accelerate would miss the frozen
+            state = {_plain(key): value for key, value in load_file(os.path.join(folder, "model.safetensors")).items()}
+            if set(state) != kept:
+                raise KeyError(f"{folder} holds {len(state)} weights, not the {len(kept)} that this run trains")
+            loaded.load_state_dict({**loaded.state_dict(), **state}, strict=True)
+
+        self.accelerator.register_save_state_pre_hook(keep_trained)
+        self.accelerator.register_load_state_pre_hook(load_trained)
+
     def save_state(self, folder: str) -> None:
         if self.sharded:
             from radd_cli.training import sharding
 
             state = dict(self._sharded_state)
-            sharding.save(folder, state.pop("model"), state.pop("optimizer"), state)
+            sharding.save(folder, state.pop("model"), state.pop("optimizer"), state, trained_only=self.trained_only)
         self.accelerator.save_state(folder)
 
     def load_state(self, folder: str) -> None:
@@ -190,7 +218,7 @@ class Runtime:
         torch.load(Path(folder) / f"random_states_{self.accelerator.process_index}.pkl", weights_only=False)
         if self.sharded:
             state = dict(self._sharded_state)
-            sharding.load(folder, state.pop("model"), state.pop("optimizer"), state)
+            sharding.load(folder, state.pop("model"), state.pop("optimizer"), state, trained_only=self.trained_only)
         self.accelerator.load_state(folder)
 
     def saved_shapes(self, folder: str) -> dict[str, tuple[int, ...]] | None:
@@ -208,6 +236,11 @@ class Runtime:
 
     def end_training(self) -> None:
         self.accelerator.end_training()
+
+
+def _plain(key: str) -> str:
+    """A weight's name without the `module.` (DDP) and `_orig_mod.` (torch.compile) of wrappers."""
+    return re.sub(r"^(module\.|_orig_mod\.)+", "", key)
 
 
 def build_runtime(

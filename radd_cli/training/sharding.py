@@ -19,7 +19,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
@@ -52,21 +57,25 @@ def requires_sync(model: torch.nn.Module, sync: bool) -> None:
     model.set_requires_gradient_sync(sync)
 
 
-def _state(model, optimizer, objects: dict) -> dict:
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+def _state(model, optimizer, objects: dict, options: StateDictOptions) -> dict:
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
     return {"model": model_state, "optimizer": optimizer_state, **{name: o.state_dict() for name, o in objects.items()}}
 
 
-def save(folder: str | Path, model, optimizer, objects: dict) -> None:
-    """Every process writes its shards of the model, the optimizer and `objects` (name → state_dict holder)."""
-    dcp.save(_state(model, optimizer, objects), checkpoint_id=str(Path(folder) / FOLDER))
+def save(folder: str | Path, model, optimizer, objects: dict, *, trained_only: bool = False) -> None:
+    """Every process writes its shards of the model, the optimizer and `objects` (name → state_dict holder);
+    with `trained_only`, of the parameters that train alone (LoRA's adapters)."""
+    options = StateDictOptions(ignore_frozen_params=trained_only)
+    dcp.save(_state(model, optimizer, objects, options), checkpoint_id=str(Path(folder) / FOLDER))
 
 
-def load(folder: str | Path, model, optimizer, objects: dict) -> None:
+def load(folder: str | Path, model, optimizer, objects: dict, *, trained_only: bool = False) -> None:
     """Read a checkpoint written by `save` (by any number of processes) into this process's shards."""
-    state = _state(model, optimizer, objects)
+    state = _state(model, optimizer, objects, StateDictOptions(ignore_frozen_params=trained_only))
     dcp.load(state, checkpoint_id=str(Path(folder) / FOLDER))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    # the frozen parameters stay as the run rebuilt them; the load itself is strict
+    model_state = {**get_model_state_dict(model), **state["model"]} if trained_only else state["model"]
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=state["optimizer"])
     for name, holder in objects.items():
         holder.load_state_dict(state[name])
 

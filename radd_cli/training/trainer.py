@@ -21,13 +21,17 @@ import torch
 from radd_cli.core.masking import seed_for
 from radd_cli.data import sources, tokens
 from radd_cli.errors import CheckpointError, TrainingError, setting
+from radd_cli.evaluation import cloze
+from radd_cli.evaluation.cloze import ClozeReport, ShuffleReport
 from radd_cli.evaluation.perplexity import evaluate_perplexity
 from radd_cli.files import WRITE_ERRORS, cause, replace_folder
 from radd_cli.io.pretrained import save
 from radd_cli.io.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from radd_cli.sampling import generate
 from radd_cli.sampling.prompting import respond
+from radd_cli.training import lora as lora_lib
 from radd_cli.training.learner import Learner, TrainState
+from radd_cli.training.lora import LoraFinal
 from radd_cli.training.recipe import Recipe
 from radd_cli.training.run_folder import RunFolder
 from radd_cli.training.run_log import RunLogger, check_trackers
@@ -55,6 +59,18 @@ class TrainResult:
     seconds: float
     skipped_nonfinite: int
     samples: list[str] = field(default_factory=list)
+    first_look: FirstLook | None = None  # plain text: the validation bound and the blanks against baselines
+
+
+@dataclass
+class FirstLook:
+    """What a person can judge at the end of a run on plain text: held-out numbers beside baselines that
+    ignore context (evaluation/cloze.py)."""
+
+    valid_nats: float  # the bound of the EMA weights, nats per token
+    unigram_nats: float  # the training tokens' frequencies on the same held-out tokens
+    cloze: ClozeReport
+    shuffled: ShuffleReport
 
 
 def prepare_tokenizer(recipe: Recipe, folder: RunFolder, runtime: Runtime) -> Tokenizer:
@@ -98,6 +114,12 @@ def prepare_data(recipe: Recipe, tokenizer: Tokenizer, runtime: Runtime):
             for source, split in ((data.train, data.train_split), (data.valid, data.valid_split))
         )
     )
+
+
+def base_name(init_from: str) -> str:
+    """How an adapter folder names its base: a local folder by its absolute path, a Hub id as it is."""
+    path = Path(init_from).expanduser()
+    return str(path.resolve()) if path.exists() else init_from
 
 
 class StopSignals:
@@ -150,8 +172,9 @@ class Trainer:
             rt.main_first(lambda: (self.folder.tidy(), self.folder.check_continuation(recipe, restart)), others=False)
             self.tokenizer = prepare_tokenizer(recipe, self.folder, rt)
             self.learner = Learner(recipe, rt, self.tokenizer.vocab_size)  # refuses what cannot fit in memory
-            self.started_from = None  # fine-tuning: the model the weights came from (a resumed run has its own)
-            if training.init_from and not self.folder.complete_checkpoints():
+            # fine-tuning: the model the weights came from (a resumed run has its own; LoRA's base is read always)
+            self.started_from = self.learner.started_from
+            if training.init_from and not training.lora.enabled and not self.folder.complete_checkpoints():
                 self.started_from = self.learner.start_from(training.init_from)
             (self.train_blocks, self.train_given), (self.valid_blocks, self.valid_given) = prepare_data(
                 recipe, self.tokenizer, rt
@@ -210,8 +233,10 @@ class Trainer:
 
     def _run(self) -> TrainResult:
         recipe, rt, state = self.recipe, self.runtime, self.state
-        if not self.resume() and self.started_from:
-            self.logger.line(f"fine-tuning {self.started_from}")
+        lora = recipe.training.lora
+        if not self.resume() and (self.started_from or lora.enabled):
+            adapters = f" with LoRA adapters of rank {lora.rank}" if lora.enabled else ""
+            self.logger.line(f"fine-tuning {self.started_from or 'the initialised network'}{adapters}")
         if rt.is_main:  # the run is set up: now its metadata may be written
             self.folder.write_recipe(recipe)
             self.folder.keep_metrics_up_to(state.step)
@@ -235,8 +260,9 @@ class Trainer:
         final = self.export()
         speed = (state.step - first_step) * tokens_per_step / max(seconds, 1e-9)
         self.logger.finish(state, valid_loss, speed, seconds, final)
+        look = self.first_look(valid_loss) if self.valid_given is None else None
         return TrainResult(
-            self.folder.path, final, state.step, valid_loss, speed, seconds, state.skipped_nonfinite, samples
+            self.folder.path, final, state.step, valid_loss, speed, seconds, state.skipped_nonfinite, samples, look
         )
 
     def _periodic(self, step: int) -> None:
@@ -332,17 +358,47 @@ class Trainer:
         self.logger.samples(step, texts)
         return texts
 
+    def first_look(self, valid_nats: float, blocks: int = 64) -> FirstLook | None:
+        """The held-out numbers of the end of a run (plain text): the validation bound beside the unigram
+        baseline, and `blocks` held-out blocks with blanks filled (every process takes part; main returns)."""
+        model = self.learner.ema_model()
+        if not self.runtime.is_main:
+            return None
+        sample = self.train_blocks[: max(1, (1 << 20) // self.recipe.model.length)]  # enough for the frequencies
+        counts = cloze.token_counts(sample, self.tokenizer.vocab_size)
+        held_out = self.valid_blocks[:blocks]
+        seed, device = self.recipe.training.seed, self.runtime.device
+        with self.runtime.autocast():
+            report = cloze.cloze(model, held_out, counts, seed=seed, device=device)
+            shuffled = cloze.real_or_shuffled(model, held_out, seed=seed, device=device)
+        section = self.recipe.evaluation  # the blocks the bound was computed on
+        scored = self.valid_blocks[: section.batches * section.batch_size]
+        look = FirstLook(valid_nats, cloze.unigram_nats(counts, scored), report, shuffled)
+        self.logger.line(
+            f"held-out text: the real passage preferred to its tokens shuffled in {shuffled.preferred} of "
+            f"{shuffled.passages}; {report.accuracy:.1%} of {report.blanks} blanks filled exactly against "
+            f"{report.baseline_accuracy:.1%} for the most frequent token; bound {valid_nats:.3f} nats/token against "
+            f"{look.unigram_nats:.3f} for the training tokens' frequencies",
+            console=False,
+        )
+        return look
+
     def save(self) -> Path:
         return self.folder.save(self.runtime, self.state.step, self.recipe.checkpoint.keep_last, self.recipe)
 
     def export(self) -> Path:
-        """final/: the EMA weights, tokenizer and noise schedule in radd's layout."""
+        """final/: the EMA weights, tokenizer and noise schedule in radd's layout; a LoRA run's adapters merged
+        in, or (training.lora.final = "adapter") the adapters alone, as peft writes them."""
         model = self.learner.ema_model()
         if self.runtime.is_main:
-            self.folder.export_final(
-                lambda directory: save(
-                    model, directory, noise=self.learner.schedule.to_config(), tokenizer=self.tokenizer.hf
-                )
-            )
+            self.folder.export_final(lambda directory: self._write_final(model, directory))
         self.runtime.barrier()
         return self.folder.final
+
+    def _write_final(self, model, directory: Path) -> None:
+        lora = self.recipe.training.lora
+        if lora.enabled and lora.final == LoraFinal.adapter:
+            lora_lib.write_adapter(model, directory, lora, base=base_name(self.recipe.training.init_from))
+            return
+        plain = lora_lib.merged_model(model, lora) if lora.enabled else model
+        save(plain, directory, noise=self.learner.schedule.to_config(), tokenizer=self.tokenizer.hf)

@@ -202,3 +202,23 @@ def test_plot_needs_matplotlib_or_writes_a_png(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "matplotlib")
     pytest.importorskip("matplotlib")
     assert run(*arguments).exit_code == 0 and (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_every_benchmark_reports_its_progress_to_the_end(tiny_model):
+    """The progress bars of radd bench (with the time left) follow the runs each benchmark makes."""
+    import torch
+
+    seen = {}
+    schedule, cpu = get_schedule("loglinear"), torch.device("cpu")
+    common = dict(batch_size=2, length=8, device=cpu, precision="fp32")
+    benchmark.bench_eval(
+        tiny_model, schedule, batches=2, loss="lambda_DCE", progress=lambda *d: seen.update(eval=d), **common
+    )
+    benchmark.bench_sample(
+        tiny_model, schedule, steps_list=[2, 4], repeats=1, progress=lambda *d: seen.update(sample=d), **common
+    )
+    benchmark.bench_methods(
+        tiny_model, schedule, methods=["tweedie"], steps_list=[2], repeats=1,
+        progress=lambda *d: seen.update(methods=d), **common,
+    )
+    assert seen == {"eval": (6, 6), "sample": (5, 5), "methods": (2, 2)}  # 2 × (1 + 2); 1 + 2 × 2 modes; 2 rounds

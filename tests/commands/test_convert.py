@@ -111,3 +111,18 @@ def test_bad_sources_are_one_line_errors(tmp_path, training_run):
     (run_dir / ".hydra" / "config.yaml").write_text("model: [unclosed")
     assert_clean_error(run(run_dir, tmp_path / "i"), "is not valid YAML")
     assert not (tmp_path / "f").exists() or not any((tmp_path / "f").iterdir())
+
+
+def test_a_model_goes_to_the_transformers_layout_and_back(tmp_path, tiny_checkpoint):
+    result = run(tiny_checkpoint, tmp_path / "hf", "--to", "transformers")
+    assert result.exit_code == 0, result.output
+    assert "(transformers layout)" in result.output and "trust_remote_code=True" in result.output
+    written = {path.name for path in (tmp_path / "hf").iterdir()}
+    expected = {"config.json", "model.safetensors", "configuration_radd.py", "modeling_radd.py", "tokenizer.json"}
+    assert expected <= written
+    assert run(tmp_path / "hf", tmp_path / "back").exit_code == 0  # and back to radd's layout
+    original = load(tiny_checkpoint).model
+    assert_same_weights(tmp_path / "back", original)
+    assert_same_weights(tmp_path / "hf", original)
+    assert_clean_error(run(tiny_checkpoint, tmp_path / "hf", "--to", "transformers"), "is not empty; pass --force")
+    assert_clean_error(run(tiny_checkpoint, tmp_path / "x", "--to", "onnx"), "'onnx' is not one of", exit_code=2)

@@ -34,3 +34,22 @@ def test_a_dry_run_of_the_large_recipe_on_eight_gpus_is_sharded(tmp_path, monkey
 def test_a_dry_run_checks_the_batch_against_the_processes():
     result = runner.invoke(app, ["train", "--dry-run", "--gpus", "3"])
     assert_clean_error(result, "must be a multiple of training.accumulation × processes (1 × 3)", 2)
+
+
+def test_a_dry_run_with_lora_counts_the_adapters_alone_as_trained(tmp_path, monkeypatch):
+    import pytest
+
+    pytest.importorskip("peft", reason="the lora extra: pip install 'radd[lora]'")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--recipe", "large", "--dry-run", "--gpus", "8", "training.lora.rank=16"])
+    assert result.exit_code == 0, result.output
+    # 16 blocks × 16 × (4 + 2 + 5 + 5) × 2048 adapter weights beside the 1,011.5 M of the network
+    assert "parameters: 1,019.9 M" in result.output and "trained: 8.389 M (0.8%)" in result.output
+    full = runner.invoke(app, ["train", "--recipe", "large", "--dry-run", "--gpus", "8"])
+
+    def totals(output: str) -> list[float]:
+        [line] = [line for line in output.splitlines() if "total" in line]
+        return [float(word) for word in line.split() if word.replace(".", "").isdigit()]
+
+    assert all(ours < theirs for ours, theirs in zip(totals(result.output), totals(full.output)))  # less to hold
+    assert list(tmp_path.iterdir()) == []

@@ -1,11 +1,15 @@
 """Recipes: every shipped one validates; bad ones are rejected with their key paths, all at once."""
 
+import dataclasses
+import typing
+
 import pytest
 from typer.testing import CliRunner
 
 from radd_cli.cli import app
+from radd_cli.core.schedule import SCHEDULES, parameters
 from radd_cli.errors import ConfigError
-from radd_cli.training.recipe import load_recipe, shipped_folder, shipped_recipes
+from radd_cli.training.recipe import Recipe, load_recipe, shipped_folder, shipped_recipes, tomllib
 
 runner = CliRunner()
 
@@ -22,6 +26,37 @@ def test_shipped_recipes_comment_every_key():
         for line in entry.read_text().splitlines():
             if "=" in line and not line.lstrip().startswith("#"):
                 assert "#" in line, f"{entry.name}: uncommented key: {line}"
+
+
+def recipe_keys(cls, prefix: str = "") -> set[str]:
+    """Every key a recipe may set, sub-sections (training.lora) as dotted paths."""
+    hints = typing.get_type_hints(cls)
+    keys = set()
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            keys |= recipe_keys(hints[field.name], f"{prefix}{field.name}.")
+        else:
+            keys.add(prefix + field.name)
+    return keys
+
+
+def test_shipped_recipes_list_every_key():
+    """Every key is in every shipped recipe (copied out to edit, a recipe shows all there is), except the name
+    (the file's) and the parameters of the noise schedules it does not use."""
+    for entry in shipped_folder().iterdir():
+        if not entry.name.endswith(".toml"):
+            continue
+        raw = tomllib.loads(entry.read_text())
+
+        def listed(tree: dict, prefix: str = "") -> set[str]:
+            return set().union(
+                *({f"{prefix}{k}"} if not isinstance(v, dict) else listed(v, f"{prefix}{k}.") for k, v in tree.items())
+            )
+
+        used = {f"noise.{p}" for p in parameters(raw["noise"]["type"])}
+        unused = {f"noise.{p}" for name in SCHEDULES for p in parameters(name)} - used
+        missing = recipe_keys(Recipe) - {"name"} - unused - listed(raw)
+        assert not missing, f"{entry.name} lacks {sorted(missing)}"
 
 
 def test_published_setups_match_the_paper():

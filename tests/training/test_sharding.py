@@ -103,3 +103,50 @@ def test_kill_9_during_a_sharded_save_then_resume_equals_the_uninterrupted_run(r
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_2", "step_4"]
     resumed, straight = load_file(run / "final" / "model.safetensors"), load_file(runs / "fsdp" / "final" / "model.safetensors")
     assert all(torch.equal(resumed[key], straight[key]) for key in straight)
+
+
+LORA = ["training.lora.rank=4", "training.lora.alpha=8"]
+
+
+@pytest.fixture(scope="module")
+def lora_runs(runs):
+    """LoRA on two processes, data-parallel and sharded, from the seeded network (no init_from)."""
+    pytest.importorskip("peft", reason="the lora extra: pip install 'radd[lora]'")
+    common = [*OVERRIDES, f"data.cache_dir={runs / 'cache'}", *LORA]
+    for offset, sharding in ((2400, "none"), (2500, "fsdp")):
+        folder, setting = str(runs / f"lora-{sharding}"), f"training.sharding={sharding}"
+        run_two_processes(str(runs / "train.py"), folder, *common, setting, port_offset=offset)
+    return runs
+
+
+def test_sharded_lora_equals_data_parallel_lora_and_checkpoints_the_adapters_alone(lora_runs):
+    sharded, replicated = lora_runs / "lora-fsdp", lora_runs / "lora-none"
+    losses = metrics(sharded, "train/nats_per_token")
+    assert losses == pytest.approx(metrics(replicated, "train/nats_per_token"), rel=1e-6)
+    ours = load_file(sharded / "final" / "model.safetensors")
+    theirs = load_file(replicated / "final" / "model.safetensors")
+    assert ours.keys() == theirs.keys() and not any("lora" in key for key in ours)  # merged into a plain model
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=5e-5, msg=key)
+    from torch.distributed.checkpoint import FileSystemReader
+
+    saved = FileSystemReader(str(sharded / "checkpoints" / "step_4" / "sharded")).read_metadata().state_dict_metadata
+    weights = [key for key in saved if key.startswith("model.") and key != "model.rotary_emb.inv_freq"]  # a buffer
+    assert weights and all(".lora_A." in key or ".lora_B." in key for key in weights)
+    assert set(load_file(replicated / "checkpoints" / "step_4" / "model.safetensors")) == {
+        key.removeprefix("model.") for key in [*weights, "model.rotary_emb.inv_freq"]
+    }
+
+
+def test_a_killed_sharded_lora_run_resumes_to_the_same_weights(lora_runs, tmp_path):
+    script, run = lora_runs / "train.py", tmp_path / "killed"
+    common = [*OVERRIDES, f"data.cache_dir={lora_runs / 'cache'}", "training.sharding=fsdp", *LORA]
+    killed = run_two_processes(
+        str(script), str(run), *common, port_offset=2600, check=False, env={"RADD_TEST_KILL_AT_SAVE": "4"}
+    )
+    assert killed.returncode != 0
+    run_two_processes(str(script), str(run), *common, port_offset=2700)
+    assert "resumed from" in (run / "train.log").read_text()
+    resumed = load_file(run / "final" / "model.safetensors")
+    straight = load_file(lora_runs / "lora-fsdp" / "final" / "model.safetensors")
+    assert all(torch.equal(resumed[key], straight[key]) for key in straight)

@@ -74,6 +74,15 @@ def test_tiny_recipe_trains_end_to_end_and_its_final_model_loads(tmp_path, cache
     result = runner.invoke(app, ["train", "--recipe", "tiny", *overrides(cache_dir), "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "A sample from" in result.output
+    # the screen ends with held-out checks against baselines that ignore context, and a real passage beside
+    # its tokens shuffled
+    assert "held-out passages the model never trained on" in result.output
+    assert "a model that ignores context: half at best" in result.output
+    assert "the training tokens' frequencies alone" in result.output
+    assert "the most frequent token every time" in result.output
+    last = result.output.strip().splitlines()[-2:]
+    assert last[0].strip().startswith("real ") and last[1].strip().startswith("shuffled ")
+    assert "held-out text: the real passage preferred" in (run_dir / "train.log").read_text()
     model = load(run_dir / "final", with_tokenizer=False).model
     assert model.vocab_size == 300 and model.config.length == 16
     assert (run_dir / "final" / "tokenizer.json").is_file()
