@@ -62,16 +62,17 @@ def forward(repeats: int) -> dict:
 STEP = """
 import json, sys, time
 import numpy as np
-import radd_cli.device as runtime
+import radd_cli.device as device
 from radd_cli.training.learner import Learner
+from radd_cli.training.runtime import build_runtime
 from radd_cli.core.model import ModelShape
 from radd_cli.training.recipe import Recipe, TrainingSection
 
 precision, steps = sys.argv[1], int(sys.argv[2])
-runtime.cpu_has_native_bf16 = lambda: True
+device.cpu_has_native_bf16 = lambda: True
 shape = ModelShape(hidden_size=128, n_heads=4, n_blocks=3, length=64, dropout=0.0)
 training = TrainingSection(batch_size=32, warmup_steps=0, mixed_precision=precision)
-learner = Learner(Recipe(model=shape, training=training), runtime.build_runtime(precision, cpu=True), 2048)
+learner = Learner(Recipe(model=shape, training=training), build_runtime(precision, cpu=True), 2048)
 blocks = np.random.default_rng(0).integers(0, 2048, (32, 64))
 learner.step(blocks)
 started = time.perf_counter()

@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from radd_cli.bench.timing import SIZES  # noqa: E402
 from radd_cli.core.model import RADD, ModelConfig  # noqa: E402
 from radd_cli.files import write_text  # noqa: E402
-from radd_cli.io.pretrained import save  # noqa: E402
 from radd_cli.io.inference import load_for_inference  # noqa: E402
+from radd_cli.io.pretrained import save  # noqa: E402
 from radd_cli.io.tokenizer import train_tokenizer  # noqa: E402
 from radd_cli.sampling import SamplingConfig, generate  # noqa: E402
 from tests.serve_helpers import running_server  # noqa: E402

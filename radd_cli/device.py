@@ -1,12 +1,12 @@
 """The device and the precision a process computes in: what training, sampling, evaluation and serving share.
 
 `pick_device` turns `auto`/`cpu`/`cuda:N` into a device, `resolve_precision` turns `auto` into the precision
-that device runs in (docs/guarantees.md), `autocast` applies it to the network's trunk.
+that work runs in on that device (`AUTO_PRECISION`, the one rule; docs/guarantees.md), `autocast` applies
+it to the network's trunk.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 
@@ -19,11 +19,41 @@ from radd_cli.validation import Choice
 class Precision(Choice):
     """The trunk's compute precision. Norms, log-softmax and master weights always stay in float32."""
 
-    auto = "auto"  # bf16 on GPUs and CPUs that support it, fp16 (with loss scaling) on older GPUs, else fp32
+    auto = "auto"  # what AUTO_PRECISION picks for the work and the device
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
 
+
+class Work(Choice):
+    """What the network is run for; `auto` picks the precision by it (AUTO_PRECISION)."""
+
+    train = "train"  # radd train, radd bench train, radd_cli.Trainer
+    sample = "sample"  # radd sample, radd infill, radd_cli.generate / sample, the prompts of a task
+    eval = "eval"  # radd eval, the lm-eval adapter, radd_cli.evaluate_perplexity
+    serve = "serve"  # radd serve: the same as sample, so that served samples equal offline ones
+
+
+class Hardware(Choice):
+    """The kinds of device whose precision `auto` tells apart."""
+
+    cpu = "cpu"  # a CPU without native bf16 (bf16 is emulated there, several times slower than fp32)
+    cpu_bf16 = "cpu_bf16"  # a CPU with AVX-512 BF16 or AMX (or RADD_NATIVE_BF16=1)
+    gpu = "gpu"  # a GPU with bf16 (Ampere or later)
+    gpu_fp16 = "gpu_fp16"  # an older GPU: fp16 with loss scaling
+
+
+_F, _B, _H = Precision.fp32, Precision.bf16, Precision.fp16
+# The one rule for `auto`, from the measurements in README's "Measured" (the bf16 report and the training
+# comparison): on CPUs with native bf16, inference runs in bf16 (the forward is about twice as fast and the
+# NLL within 0.5% of fp32) while training stays in fp32 (bf16's step was no faster there, and the sort recipe
+# trained in bf16 answered fewer held-out prompts exactly).
+AUTO_PRECISION: dict[Work, dict[Hardware, Precision]] = {
+    Work.train: {Hardware.cpu: _F, Hardware.cpu_bf16: _F, Hardware.gpu: _B, Hardware.gpu_fp16: _H},
+    Work.sample: {Hardware.cpu: _F, Hardware.cpu_bf16: _B, Hardware.gpu: _B, Hardware.gpu_fp16: _H},
+    Work.eval: {Hardware.cpu: _F, Hardware.cpu_bf16: _B, Hardware.gpu: _B, Hardware.gpu_fp16: _H},
+    Work.serve: {Hardware.cpu: _F, Hardware.cpu_bf16: _B, Hardware.gpu: _B, Hardware.gpu_fp16: _H},
+}
 
 
 NATIVE_BF16_VARIABLE = "RADD_NATIVE_BF16"  # 1 or 0: behave as if this CPU had (or lacked) native bf16
@@ -58,8 +88,15 @@ def _cpu_reports_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(requested: str, device_type: str) -> Precision:
-    """The precision to run in on a device of this type (never `auto`)."""
+def hardware(device_type: str) -> Hardware:
+    """The kind of device `auto` decides for: a CPU with or without native bf16, a GPU with or without bf16."""
+    if device_type == "cuda":
+        return Hardware.gpu if torch.cuda.is_bf16_supported() else Hardware.gpu_fp16
+    return Hardware.cpu_bf16 if cpu_has_native_bf16() else Hardware.cpu
+
+
+def resolve_precision(requested: str, device_type: str, *, work: Work) -> Precision:
+    """The precision `work` runs in on a device of this type (never `auto`): AUTO_PRECISION for `auto`."""
     requested = Precision(requested)
     if device_type != "cuda":
         if requested == Precision.fp16:
@@ -67,14 +104,12 @@ def resolve_precision(requested: str, device_type: str) -> Precision:
         if requested == Precision.bf16 and not cpu_has_native_bf16():
             raise ConfigError(
                 "bf16 needs a GPU or a CPU with native bf16 (AVX-512 BF16 or AMX), where it is faster than fp32; "
-                "this CPU emulates it, slower than fp32: use auto or fp32",
+                f"this CPU emulates it, slower than fp32: use auto or fp32 (or {NATIVE_BF16_VARIABLE}=1 to run it "
+                "emulated anyway)",
                 field="precision",
             )
-        if requested == Precision.auto:
-            return Precision.bf16 if cpu_has_native_bf16() else Precision.fp32
-        return requested
     if requested == Precision.auto:
-        return Precision.bf16 if torch.cuda.is_bf16_supported() else Precision.fp16
+        return AUTO_PRECISION[Work(work)][hardware(device_type)]
     return requested
 
 
@@ -97,9 +132,10 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 
 def autocast(device: torch.device, precision: Precision):
-    """Autocast for the network's trunk (norms and log-softmax stay float32 inside the model)."""
+    """Autocast for the network's trunk (norms and log-softmax stay float32 inside the model). fp32 turns
+    autocast off, also inside a caller's: the precision asked for is the one computed in."""
     if precision == Precision.fp32:
-        return contextlib.nullcontext()
+        return torch.autocast(device.type, enabled=False)
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == Precision.bf16 else torch.float16)
 
 

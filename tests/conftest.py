@@ -6,10 +6,32 @@ import pytest
 import torch
 
 from radd_cli.core.model import RADD, ModelConfig
+from radd_cli.device import NATIVE_BF16_VARIABLE, cpu_has_native_bf16
 from radd_cli.io.pretrained import save
 from tests.oracle import ExactConditionals
 
 TINY = ModelConfig(vocab_size=16, length=8, hidden_size=32, n_heads=4, n_blocks=2, dropout=0.0)
+INFERENCE_PRECISIONS = ("fp32", "bf16")  # what radd offers for sampling, evaluation and serving on a CPU
+
+
+def require(precision: str) -> str:
+    """`precision`, or skip where this CPU does not run it (bf16 without native bf16: .ci/run runs these
+    tests again with RADD_NATIVE_BF16=1, so every machine takes the bf16 path, emulated where it must)."""
+    if precision == "bf16" and not cpu_has_native_bf16():
+        pytest.skip(f"bf16 on a CPU without native bf16: run with {NATIVE_BF16_VARIABLE}=1")
+    return precision
+
+
+@pytest.fixture(params=INFERENCE_PRECISIONS)
+def inference_precision(request) -> str:
+    """Each precision radd samples, evaluates and serves in (a test using it is marked `precision`)."""
+    return require(request.param)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "inference_precision" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.precision)
 
 
 def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -104,9 +104,11 @@ class Offline:
         self.tokenizer = self.loaded.tokenizer
 
     def infill(
-        self, prompt: str, max_tokens: int, seeds: list[int], suffix: str | None = None, **settings
+        self, prompt: str, max_tokens: int, seeds: list[int], suffix: str | None = None, precision: str = "auto",
+        **settings,
     ) -> list[str]:
-        """The generated span's text for each seed (prompt and suffix around it, as `radd infill --prefix --suffix`)."""
+        """The generated span's text for each seed (prompt and suffix around it, as `radd infill --prefix --suffix`),
+        in `precision` (`auto`: what `radd infill` and `radd serve` pick on this machine)."""
         head = len(self.tokenizer.encode(prompt)) if prompt else 0
         tail = len(self.tokenizer.encode(suffix)) if suffix else 0
         filled = templates.prefix_suffix_template(prompt, suffix, head + max_tokens + tail, self.tokenizer)
@@ -118,6 +120,7 @@ class Offline:
             length=filled.length,
             template=filled.tokens,
             seeds=seeds,
+            precision=precision,
         )
         return [self.tokenizer.decode(row[head : head + max_tokens].tolist()) for row in result.tokens]
 

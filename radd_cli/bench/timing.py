@@ -200,6 +200,7 @@ def _time_sampling(model, schedule, steps, mode, batch_size, length, device, pre
                 cache=mode == "on",
                 generator=generator,
                 device=device,
+                precision=precision,
             )
     synchronize(device)
     return result.nfe, time.perf_counter() - started
@@ -261,7 +262,7 @@ def bench_methods(
                 started = time.perf_counter()
                 with autocast(device, precision):
                     sample(counted, schedule, num_samples=batch_size, length=length, method=method,
-                           seeds=range(seed, seed + batch_size), device=device, **settings)
+                           seeds=range(seed, seed + batch_size), device=device, precision=precision, **settings)
                 synchronize(device)
                 timings[method].append((counted.calls, time.perf_counter() - started))
                 tick()

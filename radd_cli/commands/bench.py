@@ -25,7 +25,7 @@ from radd_cli.console import err, out, progress_bar
 from radd_cli.core.losses import Loss, TrainingLoss
 from radd_cli.core.model import RADD, Attention, ModelShape, shape_values
 from radd_cli.core.schedule import get_schedule
-from radd_cli.device import Precision, pick_device, resolve_precision
+from radd_cli.device import Precision, Work, pick_device, resolve_precision
 from radd_cli.errors import ConfigError
 from radd_cli.files import write_atomically, write_text
 from radd_cli.io.inference import load_for_inference
@@ -41,16 +41,16 @@ LengthOption = Annotated[
 ]
 
 
-def _model(model: str | None, size: Size, length: int | None, device: str, precision: str):
+def _model(model: str | None, size: Size, length: int | None, device: str, precision: str, work: Work):
     """(model, schedule, device, precision, label, length) from a checkpoint or a named size."""
     if model is not None:
-        loaded = load_for_inference(model, device, precision)
+        loaded = load_for_inference(model, device, precision, work)
         length = length or loaded.model.config.length
         if length > loaded.model.config.length:
             raise ConfigError(f"--length {length} is longer than the model's length {loaded.model.config.length}")
         return loaded.model, loaded.schedule, loaded.device, loaded.precision, model, length
     target = pick_device(device)
-    resolved = resolve_precision(precision, target.type)
+    resolved = resolve_precision(precision, target.type, work=work)
     built = RADD(benchmark.size_config(size, length=length)).to(target).eval()
     return built, get_schedule("loglinear"), target, resolved, f"{size} (random weights)", built.config.length
 
@@ -155,7 +155,7 @@ def bench_sample(
     step_counts = _steps_list(steps)
     chosen = _methods_list(methods) if methods is not None else None
     _check_outputs(json_path, force, plot)
-    network, schedule, target, precision, label, length = _model(model, size, length, device, precision)
+    network, schedule, target, precision, label, length = _model(model, size, length, device, precision, Work.sample)
     if chosen is not None:
         return _bench_methods(network, schedule, chosen, step_counts, batch_size, length, target, precision, label, seed, repeats, json_path)
     with timing_bar() as progress:
@@ -264,7 +264,7 @@ def bench_train(
         compile=compile, activation_checkpointing=activation_checkpointing, sharding=sharding,
     )
     target = pick_device(device)
-    resolve_precision(precision, target.type)
+    resolve_precision(precision, target.type, work=Work.train)
     if model is not None:
         bundle = load(model, attention=attention, with_tokenizer=False)
         config, weights, label = bundle.model.config, bundle.model.state_dict(), model
@@ -332,7 +332,7 @@ def bench_eval(
 ) -> None:
     """Forward time per batch and tokens/s of the Monte-Carlo objective."""
     _check_outputs(json_path, force)
-    network, schedule, target, precision, label, length = _model(model, size, length, device, precision)
+    network, schedule, target, precision, label, length = _model(model, size, length, device, precision, Work.eval)
     with timing_bar() as progress:
         result = benchmark.bench_eval(
             network,

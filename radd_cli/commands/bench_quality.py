@@ -19,7 +19,7 @@ from radd_cli.commands.options import (
     SeedOption,
 )
 from radd_cli.console import err, out, progress_bar
-from radd_cli.device import Precision
+from radd_cli.device import Precision, Work
 from radd_cli.errors import ConfigError
 from radd_cli.evaluation import sampler_sweep
 from radd_cli.files import write_atomically
@@ -57,7 +57,7 @@ def bench_quality(
     samples = samples_alias if samples_alias is not None else num_samples
     rows = _chosen_rows(only_alias if only_alias is not None else methods)
     _check_outputs(json_path, force, plot)
-    loaded = load_for_inference(model, device, precision)
+    loaded = load_for_inference(model, device, precision, Work.sample)
     length = loaded.model.config.length
     with progress_bar(transient=True) as bar:
         task = bar.add_task("sweeping", total=len(rows))
@@ -131,11 +131,10 @@ def _seams(loaded, windows: int, samples: int, batch_size: int, seed: int, exact
     """Write `windows` model lengths window by window; compare forbidden transitions at seams and inside."""
     window = loaded.model.config.length
     length = windows * window
-    with loaded.autocast():
-        result = generate(
-            loaded.model, loaded.schedule, SamplingConfig(steps=window), num_samples=samples, length=length,
-            seeds=range(seed, seed + samples), batch_size=batch_size, device=loaded.device,
-        )
+    result = generate(
+        loaded.model, loaded.schedule, SamplingConfig(steps=window), num_samples=samples, length=length,
+        seeds=range(seed, seed + samples), batch_size=batch_size, device=loaded.device, precision=loaded.precision,
+    )
     found = {"length": length, "calls_per_sequence": result.nfe}
     if exact:
         at_seams, inside = sampler_sweep.seam_rates(result.tokens, window)

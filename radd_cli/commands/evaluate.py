@@ -29,7 +29,7 @@ from radd_cli.console import err, out, progress_bar
 from radd_cli.core.losses import Loss
 from radd_cli.data import sources, tokens
 from radd_cli.data.tasks import TaskName
-from radd_cli.device import Precision
+from radd_cli.device import Precision, Work
 from radd_cli.errors import ConfigError, DataError
 from radd_cli.evaluation.perplexity import DEFAULT_MC_SAMPLES, PerplexityReport, evaluate_perplexity
 from radd_cli.files import write_text
@@ -137,7 +137,7 @@ def _perplexity(
     split = split or default_split(dataset)
     sources.source(dataset).check_split(split)  # before the model is loaded
     runtime = build_runtime(precision, cpu=device == "cpu") if launched_as_one_of_many() else None
-    loaded = load_for_inference(model, str(runtime.device) if runtime else device, precision)
+    loaded = load_for_inference(model, str(runtime.device) if runtime else device, precision, Work.eval)
     length = length if length is not None else loaded.model.config.length
     if length > loaded.model.config.length:
         raise ConfigError(f"--length {length} is longer than the model's training length {loaded.model.config.length}")
@@ -156,7 +156,7 @@ def _perplexity(
             seed=seed,
             target_se=target_se,
             device=loaded.device,
-            autocast=loaded.autocast,
+            precision=loaded.precision,
             rank=runtime.rank if runtime else 0,
             world_size=runtime.world_size if runtime else 1,
             all_reduce=runtime.sum if runtime else None,

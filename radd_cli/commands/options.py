@@ -31,7 +31,7 @@ PrecisionOption = Annotated[
     typer.Option(
         "--precision",
         "--dtype",
-        help="Trunk precision: auto is bf16 on GPUs and on CPUs with native bf16 (AVX-512 BF16, AMX), else fp32.",
+        help="Trunk precision; auto: what this command runs in on this device (docs/guarantees.md, Precision).",
     ),
 ]
 JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")]

@@ -29,7 +29,7 @@ from radd_cli.commands.options import (
     setting_options,
 )
 from radd_cli.console import err, out, progress_bar
-from radd_cli.device import Precision
+from radd_cli.device import Precision, Work
 from radd_cli.errors import ConfigError
 from radd_cli.files import write_text
 from radd_cli.io.inference import LoadedModel, load_for_inference
@@ -67,7 +67,7 @@ class DrawOptions:
     force: bool  # replace an --output file that exists
 
     def load(self) -> LoadedModel:
-        return load_for_inference(self.model, self.device, self.precision)
+        return load_for_inference(self.model, self.device, self.precision, Work.sample)
 
     def request(self, length: int) -> Request:
         return Request(self.num_samples, self.batch_size, length, self.seed)
@@ -147,20 +147,20 @@ def draw(
     with progress_bar(transient=True) as bar:
         task = bar.add_task("sampling", total=request.num_samples)
         started = time.perf_counter()
-        with loaded.autocast():
-            result = generate(
-                loaded.model,
-                loaded.schedule,
-                config,
-                num_samples=request.num_samples,
-                length=request.length,
-                template=template,
-                seeds=request.seeds,
-                batch_size=request.batch_size,
-                device=loaded.device,
-                eos_id=loaded.tokenizer.eos_id,
-                progress=lambda done, total: bar.update(task, completed=done),
-            )
+        result = generate(
+            loaded.model,
+            loaded.schedule,
+            config,
+            num_samples=request.num_samples,
+            length=request.length,
+            template=template,
+            seeds=request.seeds,
+            batch_size=request.batch_size,
+            device=loaded.device,
+            eos_id=loaded.tokenizer.eos_id,
+            progress=lambda done, total: bar.update(task, completed=done),
+            precision=loaded.precision,
+        )
         if loaded.device.type == "cuda":
             torch.cuda.synchronize()
         return result, time.perf_counter() - started

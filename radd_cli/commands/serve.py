@@ -12,7 +12,7 @@ import typer
 from radd_cli.commands.options import DeviceOption, ModelOption, PrecisionOption, setting_options
 from radd_cli.commands.sampling_io import sampling_command
 from radd_cli.console import err, out
-from radd_cli.device import Precision
+from radd_cli.device import Precision, Work
 from radd_cli.errors import RaddError
 from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import SamplingConfig
@@ -55,7 +55,7 @@ def serve(
         api_key = os.environ[API_KEY_VARIABLE]
     settings = ServeSettings(name=name if name is not None else model, api_key=api_key, defaults=config, **limits)
     sock = listen(host, port)
-    loaded = load_for_inference(model, device, precision)
+    loaded = load_for_inference(model, device, precision, Work.serve)
     app = create_app(loaded, settings)
     address = sock.getsockname()
     out.print(f"radd serve: http://{host}:{address[1]}/v1 serving {settings.name!r}", markup=False, highlight=False)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from radd_cli.console import out, progress_bar
 from radd_cli.data import tasks
+from radd_cli.device import Work
 from radd_cli.evaluation import tasks as task_scoring
 from radd_cli.files import write_text
 from radd_cli.io.inference import load_for_inference
@@ -30,9 +31,9 @@ def evaluate_task(
     precision: str,
 ) -> None:
     tasks.examples(task, split)  # a bad split fails before the model is loaded
-    loaded = load_for_inference(model, device, precision)
+    loaded = load_for_inference(model, device, precision, Work.eval)
     total = len(tasks.examples(task, split)[:limit])
-    with progress_bar(transient=True) as bar, loaded.autocast():
+    with progress_bar(transient=True) as bar:
         progress = bar.add_task(f"answering {total} prompts", total=total)
         report = task_scoring.evaluate_task(
             loaded.model,
@@ -46,6 +47,7 @@ def evaluate_task(
             seed=seed,
             device=loaded.device,
             progress=lambda done, _: bar.update(progress, completed=done),
+            precision=loaded.precision,
         )
     low, high = report.interval
     table = Table(title=f"{model} on task {task} ({split})", show_header=False)

@@ -15,7 +15,7 @@ from rich.table import Table
 from radd_cli.console import out
 from radd_cli.core.model import ModelConfig
 from radd_cli.data.tokens import tokenizer_for
-from radd_cli.device import Precision, available_memory, resolve_precision
+from radd_cli.device import AUTO_PRECISION, Hardware, Precision, Work, available_memory, resolve_precision
 from radd_cli.io.tokenizer import KNOWN_VOCABULARIES
 from radd_cli.training.launch import plans_to_shard
 from radd_cli.training.learner import micro_batch_size
@@ -35,12 +35,12 @@ def vocabulary_size(recipe: Recipe) -> int:
 
 
 def planned_layout(recipe: Recipe, processes: int, gpus: bool) -> Layout:
-    """The layout the run would have: on `processes` GPUs when `gpus` (bf16 when auto), else on this machine."""
+    """The layout the run would have: on `processes` GPUs when `gpus` (bf16 GPUs when auto), else on this machine."""
     requested = recipe.training.mixed_precision
     if gpus and not torch.cuda.is_available():  # planning for GPUs from a machine without one
-        precision = Precision.bf16 if requested == Precision.auto else Precision(requested)
+        precision = AUTO_PRECISION[Work.train][Hardware.gpu] if requested == Precision.auto else Precision(requested)
     else:
-        precision = resolve_precision(requested, "cuda" if gpus else "cpu")
+        precision = resolve_precision(requested, "cuda" if gpus else "cpu", work=Work.train)
     sharded = plans_to_shard(recipe.training.sharding)
     return Layout(processes, sharded, precision, recipe.training.activation_checkpointing)
 

@@ -101,7 +101,9 @@ class Embedding(nn.Module):
         nn.init.kaiming_uniform_(self.embedding, a=math.sqrt(5))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.embedding[tokens]
+        # F.embedding, not self.embedding[tokens]: indexing's backward adds the rows of repeated tokens (the
+        # mask token above all) with atomic adds over threads on the CPU, so two identical runs would differ
+        return F.embedding(tokens, self.embedding)
 
 
 class Rotary(nn.Module):
@@ -205,6 +207,9 @@ class RADD(SelectiveScorer):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
         self.output_layer = OutputLayer(config.hidden_size, config.vocab_size + 1)
         self.chunk_size = HEAD_CHUNK
+        # Positions per call of the output layer in `log_probs_at` outside training (None: all at once); a fixed
+        # tile makes every call the same shape, as batch-invariant sampling needs (sampling/invariance.py).
+        self.head_tile: int | None = None
         # Training keeps only each block's input and recomputes the block in the backward pass (less memory,
         # about a third more compute); the results are the same. Set by the trainer (training.activation_checkpointing).
         self.activation_checkpointing = False
@@ -253,7 +258,17 @@ class RADD(SelectiveScorer):
         """
         hidden = self._selected_hidden(tokens, where)
         with self._head_precision(hidden):
-            return self.head(hidden)
+            if self.head_tile is None or self.training:
+                return self.head(hidden)
+            return self._head_in_tiles(hidden, self.head_tile)
+
+    def _head_in_tiles(self, hidden: torch.Tensor, tile: int) -> torch.Tensor:
+        """`head` over (N, d) hidden states, `tile` positions per call (zeros pad the last one): (N, V)."""
+        count = len(hidden)
+        missing = -count % tile
+        if missing:
+            hidden = torch.cat([hidden, hidden.new_zeros(missing, hidden.shape[1])])  # (N + missing, d)
+        return torch.cat([self.head(part) for part in hidden.split(tile)])[:count]
 
     def target_log_probs(self, tokens: torch.Tensor, where: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """log p(targets) (N,) at the true positions of `where`, for `targets` (N,) in row-major order.

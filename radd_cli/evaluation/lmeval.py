@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from lm_eval.api.model import LM
 
-from radd_cli.device import Precision
+from radd_cli.device import Precision, Work
 from radd_cli.errors import ConfigError, NonFiniteError, RaddError
 from radd_cli.evaluation import conditional
 from radd_cli.io.inference import load_for_inference
@@ -129,7 +129,7 @@ class RaddLM(LM):
             logging.getLogger(__name__).warning("device=%s: torch sees no GPU; using the CPU", device)
             device = "cpu"
         self.settings = settings
-        self.loaded = load_for_inference(settings.pretrained, device or "auto", settings.precision)
+        self.loaded = load_for_inference(settings.pretrained, device or "auto", settings.precision, Work.eval)
         self.batch_size = settings.batch_size
         self.likelihood, self.mc_samples = settings.likelihood, settings.mc_samples
         self.rolling_samples = settings.rolling_samples
@@ -217,19 +217,19 @@ class RaddLM(LM):
             contexts = [requests[i].args[0] for i in members]
             # each context keeps as many of its last tokens as leave a free position; max_gen_toks only trims
             ids = [self.tokenizer.encode(c)[1 - self.length :] if c else [self.tokenizer.eos_id] for c in contexts]
-            with self.loaded.autocast():
-                responses = prompting.respond(
-                    self.loaded.model,
-                    self.loaded.schedule,
-                    self.tokenizer,
-                    config,
-                    contexts,
-                    prompt_ids=ids,
-                    length=self.length,
-                    seed=self.seed + members[0],
-                    batch_size=self.batch_size,
-                    device=self.loaded.device,
-                )
+            responses = prompting.respond(
+                self.loaded.model,
+                self.loaded.schedule,
+                self.tokenizer,
+                config,
+                contexts,
+                prompt_ids=ids,
+                length=self.length,
+                seed=self.seed + members[0],
+                batch_size=self.batch_size,
+                device=self.loaded.device,
+                precision=self.loaded.precision,
+            )
             for index, response in zip(members, responses):
                 answers[index], _ = prompting.trim_at_stop(self.tokenizer.decode(response.token_ids[:room]), stop)
         return answers

@@ -9,7 +9,6 @@ Student's t with B − 1 degrees of freedom (or draws − 1 for a single block).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from torch import nn
 from radd_cli.core.losses import DETERMINISTIC_LOSSES, LOSSES
 from radd_cli.core.masking import seed_for
 from radd_cli.core.schedule import Schedule
+from radd_cli.device import Work, autocast, resolve_precision
 from radd_cli.errors import ConfigError, DataError, NonFiniteError, Problem
 
 DEFAULT_MC_SAMPLES = 1024  # draws per block in the published protocol
@@ -154,7 +154,7 @@ def evaluate_perplexity(
     seed: int = 0,
     target_se: float | None = None,
     device: torch.device | str = "cpu",
-    autocast=None,
+    precision: str = "auto",
     rank: int = 0,
     world_size: int = 1,
     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -168,9 +168,11 @@ def evaluate_perplexity(
 
     Draws are added in rounds, one more per block each round (more when there are few blocks), until
     `mc_samples` draws per block or, with `target_se`, until the standard error is below it. Blocks
-    are shared out over processes (block b to process b mod world_size), each counted exactly once.
+    are shared out over processes (block b to process b mod world_size), each counted exactly once. The
+    trunk runs in `precision`, whose `auto` is what `radd eval` picks on this device (device.AUTO_PRECISION).
     """
     _check(loss, mc_samples, batch_size, target_se, blocks)
+    resolved = resolve_precision(precision, torch.device(device).type, work=Work.eval)
     num_blocks, length = blocks.shape
     draws = 1 if loss in DETERMINISTIC_LOSSES else mc_samples
     if num_blocks == 1 and draws == 1 and loss not in DETERMINISTIC_LOSSES:
@@ -188,7 +190,7 @@ def evaluate_perplexity(
             generator = torch.Generator().manual_seed(seed_for(seed, rank, done, start))
             x0 = torch.from_numpy(blocks[batch].astype(np.int64)).to(device)
             condition = {} if given is None else {"given": torch.from_numpy(np.asarray(given[batch])).to(device)}
-            with torch.no_grad(), autocast() if autocast else contextlib.nullcontext():
+            with torch.no_grad(), autocast(torch.device(device), resolved):
                 values = LOSSES[loss](model, x0, schedule, generator=generator, **condition)
             if not torch.isfinite(values).all():
                 raise NonFiniteError(

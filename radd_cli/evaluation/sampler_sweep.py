@@ -76,17 +76,17 @@ def run_sweep(
     for number, (method, settings) in enumerate(rows):
         config = SamplingConfig(method=method, **settings)
         started = time.perf_counter()
-        with loaded.autocast():
-            result = generate(
-                loaded.model,
-                loaded.schedule,
-                config,
-                num_samples=num_samples,
-                length=length,
-                seeds=range(seed, seed + num_samples),
-                batch_size=batch_size,
-                device=loaded.device,
-            )
+        result = generate(
+            loaded.model,
+            loaded.schedule,
+            config,
+            num_samples=num_samples,
+            length=length,
+            seeds=range(seed, seed + num_samples),
+            batch_size=batch_size,
+            device=loaded.device,
+            precision=loaded.precision,
+        )
         seconds = time.perf_counter() - started
         found.append(measure(method, settings, result.sequences(), result.nfe, seconds, scored_exactly))
         if progress is not None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 from radd_cli.data.tasks import examples
+from radd_cli.device import Work, resolve_precision
+from radd_cli.sampling.engine import model_device
 from radd_cli.sampling.prompting import respond
 
 
@@ -76,9 +80,12 @@ def evaluate_task(
     seed: int = 0,
     device=None,
     progress=None,
+    precision: str = "auto",
 ) -> ExactMatchReport:
-    """Answer the split's first `limit` prompts (all by default) with `config` and score them by exact match."""
+    """Answer the split's first `limit` prompts (all by default) with `config` and score them by exact match,
+    in `precision` (`auto`: what `radd eval --task` picks on this device)."""
     rows = examples(name, split)[:limit]
+    where = torch.device(device) if device is not None else model_device(model)
     responses = respond(
         model,
         schedule,
@@ -90,5 +97,6 @@ def evaluate_task(
         batch_size=batch_size,
         device=device,
         progress=progress,
+        precision=resolve_precision(precision, where.type, work=Work.eval),
     )
     return score(name, split, [response.text for response in responses])

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from radd_cli.core.schedule import Schedule
+from radd_cli.device import Precision, Work, autocast, resolve_precision
 from radd_cli.errors import ConfigError
 from radd_cli.sampling import planned  # noqa: F401  (importing a module registers its samplers: tweedie, the default, first)
 from radd_cli.sampling import confidence, remasking  # noqa: F401
@@ -82,6 +83,7 @@ def generate(
     device: torch.device | str | None = None,
     eos_id: int | None = None,
     progress: Callable[[float, int], None] | None = None,
+    precision: Precision | str = Precision.auto,
 ) -> SampleResult:
     """Draw `num_samples` sequences of `length` tokens as `config` says.
 
@@ -90,7 +92,9 @@ def generate(
     gives each sample its own seed (reproducible alone, whatever the batch); otherwise the seeds are drawn from
     `generator` (or torch's global one). At most `batch_size` rows share a network call. A `length` beyond the
     model's is generated window by window (pool.py). `eos_id` is the end-of-text token that `config.stop_at_eos`
-    trims at. `progress(done, total)` is called after each call, in samples.
+    trims at. `progress(done, total)` is called after each call, in samples. The network's trunk runs in
+    `precision`, whose `auto` is what `radd sample` picks on this device (device.AUTO_PRECISION), so this call
+    draws what the command does.
     """
     problems = [f"{name} must be at least 1, got {value}" for name, value in (("num_samples", num_samples), ("length", length)) if value < 1]
     if batch_size is not None and batch_size < 1:
@@ -103,7 +107,7 @@ def generate(
     device = torch.device(device) if device is not None else model_device(model)
     pool = RowPool(model, max_rows=batch_size or num_samples, device=device)
     pool.admit(job)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, resolve_precision(precision, device.type, work=Work.sample)):
         while not job.finished:
             pool.step()
             if progress is not None:
@@ -132,11 +136,13 @@ def sample(
     device: torch.device | str | None = None,
     eos_id: int | None = None,
     progress: Callable[[float, int], None] | None = None,
+    precision: Precision | str = Precision.auto,
     **settings,
 ) -> SampleResult:
     """`generate` with the settings as keywords: method, steps, strategy/top_p/top_k/temperature, cache,
     `order` (for `ordered`: forward, backward, random, or the positions (L,) or (N, L)), and any other
-    SamplingConfig field (block_length, confidence, greedy, threshold, remasking, eta, guidance, stop_at_eos)."""
+    SamplingConfig field (block_length, confidence, greedy, threshold, remasking, eta, guidance, stop_at_eos,
+    batch_invariant); `precision` as for `generate`."""
     config = SamplingConfig(
         method=method,
         steps=steps,
@@ -158,4 +164,5 @@ def sample(
         device=device,
         eos_id=eos_id,
         progress=progress,
+        precision=precision,
     )

@@ -102,7 +102,7 @@ class TopConfidence(ConfidenceOrdered):
             for block, share in enumerate(self.shares):
                 plan += [k for k in split_evenly(int(free[self.blocks == block].sum()), share) if k]
             plans.append(plan)
-        width = max(1, max(len(plan) for plan in plans))
+        width = min(self.steps, self.length)  # the most calls any row can plan: rows started later concatenate
         counts = torch.zeros(len(rows), width + 1, dtype=torch.long)
         for row, plan in enumerate(plans):
             counts[row, : len(plan)] = torch.tensor(plan, dtype=torch.long)

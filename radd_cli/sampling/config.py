@@ -97,6 +97,13 @@ class SamplingConfig:
         ),
     )
     stop_at_eos: bool = field(default=False, metadata=about("Trim each sample at its first end-of-text token."))
+    batch_invariant: bool = field(
+        default=True,
+        metadata=about(
+            "Run every network call at fixed shapes, so a sample's tokens do not depend on its batch (its size, "
+            "the other rows, its place); off: faster at small batches."
+        ),
+    )
 
     def __post_init__(self) -> None:
         validate(self)

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from radd_cli.core.schedule import Schedule
-from radd_cli.core.scoring import log_probs_at
 from radd_cli.device import available_memory
 from radd_cli.errors import ConfigError, NonFiniteError, RaddError
+from radd_cli.sampling import invariance
 
 SEED_LIMIT = 2**64  # torch generators take seeds in [0, 2^64)
 
@@ -164,6 +164,7 @@ def advance(model: nn.Module, groups: list[tuple[Sampler, Rows]]) -> dict[int, R
     ]
     if sum(len(query.rows) for query in inputs) == 0:
         return {}
+    log_probs_at = invariance.scorer(any(sampler.config.batch_invariant for sampler, _ in groups))
     if len(inputs) == 1:
         log_probs = [log_probs_at(model, inputs[0].tokens, inputs[0].where)]  # (n, V)
     else:

@@ -39,7 +39,6 @@ from radd_cli.sampling.engine import (
     template_tokens,
 )
 
-
 MAX_LENGTHS = 64  # model lengths one sequence may span; past it, each window sees a vanishing share of the text
 
 

@@ -119,10 +119,12 @@ def respond(
     prompt_ids: Sequence[Sequence[int]] | None = None,
     device: torch.device | str | None = None,
     progress: Callable[[float, int], None] | None = None,
+    precision: str = "auto",
 ) -> list[Response]:
     """`num_samples` responses to each prompt, prompt by prompt; sample i overall uses seed + i.
 
     `prompt_ids` gives the prompts' tokens when they are already tokenized (then `prompts` is their text).
+    `precision` is `generate`'s.
     """
     if prompt_ids is None:
         prompt_ids = [encode_prompt(prompt, tokenizer, chat) for prompt in prompts]
@@ -140,5 +142,6 @@ def respond(
         device=device,
         eos_id=tokenizer.eos_id,
         progress=progress,
+        precision=precision,
     )
     return read_responses(result, prompts, prompt_ids, tokenizer, seeds, stop)

@@ -28,8 +28,8 @@ from radd_cli.io.inference import LoadedModel
 from radd_cli.serve import wire
 from radd_cli.serve.completions import Plan, plan
 from radd_cli.serve.metrics import Metrics
-from radd_cli.serve.settings import ServeSettings
 from radd_cli.serve.scheduler import Failure, Scheduler, Ticket
+from radd_cli.serve.settings import ServeSettings
 from radd_cli.serve.wire import ApiError
 
 RETRY_AFTER_SECONDS = 1

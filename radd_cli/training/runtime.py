@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from radd_cli.device import Precision, autocast, resolve_precision, tune_for_speed
+from radd_cli.device import Precision, Work, autocast, resolve_precision, tune_for_speed
 from radd_cli.errors import ConfigError, RaddError, setting
 from radd_cli.validation import Choice
 
@@ -255,7 +255,8 @@ def build_runtime(
     from accelerate.utils import ProjectConfiguration
 
     cpu = (not torch.cuda.is_available()) if cpu is None else cpu
-    resolved = resolve_precision(precision, "cpu" if cpu else "cuda")
+    resolved = resolve_precision(precision, "cpu" if cpu else "cuda", work=Work.train)
+    _forget_other_precision(_ACCELERATE_PRECISION[resolved])
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=_ACCELERATE_PRECISION[resolved],
@@ -267,6 +268,17 @@ def build_runtime(
     if not sharded:
         return Runtime(accelerator)
     return Runtime(accelerator, sharded=True, reshard_after_forward=reshard_after_forward(accelerator))
+
+
+def _forget_other_precision(mixed_precision: str) -> None:
+    """accelerate keeps one state per process and refuses a second Accelerator in another precision; a
+    process that is not part of a launch (a notebook or a test that trains twice) starts afresh instead."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if state and alone and state.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state()
 
 
 def launch_asks_for(accelerator, kind: str) -> bool:

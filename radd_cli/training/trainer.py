@@ -341,20 +341,23 @@ class Trainer:
         model, schedule = self.learner.ema_model(), self.learner.schedule
         if not self.runtime.is_main:
             return []
-        with self.runtime.autocast():
-            if self.valid_given is not None and self.recipe.data.packing == tokens.Packing.pad:
-                rows = zip(self.valid_blocks[: section.num_samples], self.valid_given)
-                ids = [block[: int(given.sum())].tolist() for block, given in rows]
-                prompts = [self.tokenizer.decode(prompt) for prompt in ids]
-                config = section.config()
-                answers = respond(model, schedule, self.tokenizer, config, prompts, prompt_ids=ids, length=length)
-                texts = [answer.prompt + answer.text for answer in answers]
-            else:
-                count = section.num_samples
-                result = generate(
-                    model, schedule, section.config(), num_samples=count, length=length, seeds=range(count)
-                )
-                texts = [self.tokenizer.decode(row.tolist()) for row in result.tokens]
+        precision = self.runtime.precision  # samples in the precision the run trains in
+        if self.valid_given is not None and self.recipe.data.packing == tokens.Packing.pad:
+            rows = zip(self.valid_blocks[: section.num_samples], self.valid_given)
+            ids = [block[: int(given.sum())].tolist() for block, given in rows]
+            prompts = [self.tokenizer.decode(prompt) for prompt in ids]
+            config = section.config()
+            answers = respond(
+                model, schedule, self.tokenizer, config, prompts, prompt_ids=ids, length=length, precision=precision
+            )
+            texts = [answer.prompt + answer.text for answer in answers]
+        else:
+            count = section.num_samples
+            result = generate(
+                model, schedule, section.config(), num_samples=count, length=length, seeds=range(count),
+                precision=precision,
+            )
+            texts = [self.tokenizer.decode(row.tolist()) for row in result.tokens]
         self.logger.samples(step, texts)
         return texts
 

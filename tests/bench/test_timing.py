@@ -113,6 +113,8 @@ def test_bench_train_and_eval_on_cpu(tmp_path, monkeypatch):
         1,
         "--device",
         "cpu",
+        "--precision",
+        "fp32",
         "--json",
         tmp_path / "t.json",
     )

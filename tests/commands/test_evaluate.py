@@ -12,6 +12,7 @@ from radd_cli.data import tokens
 from radd_cli.evaluation.perplexity import evaluate_perplexity
 from radd_cli.io.inference import load_for_inference
 from tests.cli_helpers import assert_clean_error, run_two_processes
+from tests.conftest import require
 
 runner = CliRunner()
 TEXT = " ".join(
@@ -26,9 +27,13 @@ def run(*args):
     return runner.invoke(app, ["eval", *map(str, args)])
 
 
-def test_perplexity_of_a_local_file_matches_the_library(tmp_path, tiny_checkpoint):
+@pytest.mark.precision
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_perplexity_of_a_local_file_matches_the_library(tmp_path, tiny_checkpoint, precision):
+    """`radd eval --precision P` and `evaluate_perplexity(..., precision=P)` resolve P by the same rule."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
+    options = ("--precision", require(precision)) if precision != "auto" else ()
     result = run(
         "--model",
         tiny_checkpoint,
@@ -44,14 +49,16 @@ def test_perplexity_of_a_local_file_matches_the_library(tmp_path, tiny_checkpoin
         tmp_path / "cache",
         "--json",
         tmp_path / "ppl.json",
+        *options,
     )
     assert result.exit_code == 0, result.output
     assert "perplexity" in result.output and "95% interval" in result.output and "Monte-Carlo part" in result.output
     report = json.loads((tmp_path / "ppl.json").read_text())
-    loaded = load_for_inference(str(tiny_checkpoint), "cpu")
+    loaded = load_for_inference(str(tiny_checkpoint), "cpu", "fp32")  # the weights; the precision is the call's
     blocks, _ = tokens.load_blocks(str(corpus), "all", loaded.tokenizer, 16, tmp_path / "cache")
-    direct = evaluate_perplexity(loaded.model, loaded.schedule, blocks, mc_samples=8, batch_size=32, seed=5)
-    assert report["nll_per_token"] == pytest.approx(direct.nll_per_token, abs=1e-9)
+    kwargs = {"precision": precision} if precision != "auto" else {}  # the library's default is auto too
+    direct = evaluate_perplexity(loaded.model, loaded.schedule, blocks, mc_samples=8, batch_size=32, seed=5, **kwargs)
+    assert report["nll_per_token"] == direct.nll_per_token
     assert report["perplexity"] == pytest.approx(np.exp(direct.nll_per_token))
     assert report["num_blocks"] == len(blocks) and report["total_draws"] == 8 * len(blocks)
     assert report["split"] == "all" and report["loss"] == "lambda_DCE"

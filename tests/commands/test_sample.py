@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from radd_cli.cli import app
 from radd_cli.io.pretrained import load
 from tests.cli_helpers import assert_clean_error
+from tests.conftest import require
 
 runner = CliRunner()
 
@@ -37,34 +38,36 @@ def test_sample_prints_samples_and_a_summary_and_writes_jsonl(tmp_path, tiny_che
     assert (tmp_path / "s.txt").read_text().strip()
 
 
-def test_same_seed_same_samples_whatever_the_batch_size(tmp_path, tiny_checkpoint):
-    for batch in (1, 4):
-        assert (
-            run(
-                "--model",
-                tiny_checkpoint,
-                "-n",
-                4,
-                "--batch-size",
-                batch,
-                "--seed",
-                7,
-                "--steps",
-                16,
-                "--output",
-                tmp_path / f"b{batch}.jsonl",
-            ).exit_code
-            == 0
-        )
-    one, four = read_jsonl(tmp_path / "b1.jsonl"), read_jsonl(tmp_path / "b4.jsonl")
-    assert [r["token_ids"] for r in one] == [r["token_ids"] for r in four]
-    assert (
-        run(
-            "--model", tiny_checkpoint, "-n", 1, "--seed", 9, "--steps", 16, "--output", tmp_path / "alone.jsonl"
-        ).exit_code
-        == 0
-    )
-    assert read_jsonl(tmp_path / "alone.jsonl")[0]["token_ids"] == one[2]["token_ids"]  # seed 7 + 2
+def test_same_seed_same_samples_whatever_the_batch_size(tmp_path, tiny_checkpoint, inference_precision):
+    def draw(name, *args):
+        options = ["--precision", inference_precision, "--steps", 16, "--output", tmp_path / name]  # invariant: default
+        assert run("--model", tiny_checkpoint, *args, *options).exit_code == 0
+        return [row["token_ids"] for row in read_jsonl(tmp_path / name)]
+
+    one, four = (draw(f"b{batch}.jsonl", "-n", 4, "--batch-size", batch, "--seed", 7) for batch in (1, 4))
+    assert one == four
+    assert draw("alone.jsonl", "-n", 1, "--seed", 9) == [one[2]]  # seed 7 + 2
+
+
+@pytest.mark.precision
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_the_command_draws_what_the_library_draws_in_each_precision(tmp_path, tiny_checkpoint, precision):
+    """`radd sample --precision P` and `radd_cli.generate(..., precision=P)` resolve P by the same rule."""
+    from radd_cli.device import Work, resolve_precision
+    from radd_cli.io.inference import load_for_inference
+    from radd_cli.sampling import SamplingConfig, generate
+
+    options = ("--precision", require(precision)) if precision != "auto" else ()
+    output = tmp_path / "s.jsonl"
+    result = run("--model", tiny_checkpoint, "-n", 3, "--seed", 5, "--steps", 8, *options, "--output", output)
+    assert result.exit_code == 0, result.output
+    loaded = load_for_inference(str(tiny_checkpoint), "cpu", "fp32")  # the weights; the precision is generate's
+    kwargs = {"precision": precision} if precision != "auto" else {}  # the library's default is auto too
+    library = generate(loaded.model, loaded.schedule, SamplingConfig(steps=8), num_samples=3,
+                       length=loaded.model.config.length, seeds=range(5, 8), **kwargs)
+    rows = read_jsonl(output)
+    assert [row["token_ids"] for row in rows] == library.tokens.tolist()
+    assert {row["settings"]["precision"] for row in rows} == {resolve_precision(precision, "cpu", work=Work.sample)}
 
 
 def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):

@@ -141,6 +141,30 @@ def test_selected_positions_and_chunked_targets_agree_with_the_full_output(tiny_
         assert torch.allclose(chunked_grad, parameter.grad, atol=1e-5)
 
 
+def test_the_embeddings_gradient_is_the_same_bits_every_time():
+    """Rows of repeated tokens (the mask above all) are summed in a fixed order, also over several threads:
+    indexing's backward added them with atomic adds, so two identical training runs drifted apart."""
+    from radd_cli.core.model import Embedding
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    try:
+        embedding = Embedding(301, 64)
+        tokens = torch.randint(0, 300, (32, 64), generator=torch.Generator().manual_seed(0))
+        tokens[torch.rand(32, 64, generator=torch.Generator().manual_seed(1)) < 0.5] = 300  # half of them masks
+        upstream = torch.randn(32, 64, 64, generator=torch.Generator().manual_seed(2))
+        gradients = []
+        for _ in range(10):
+            embedding.zero_grad()
+            embedding(tokens).backward(upstream)
+            gradients.append(embedding.embedding.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(gradient, gradients[0]) for gradient in gradients)
+    expected = torch.zeros(301, 64).index_add_(0, tokens.flatten(), upstream.reshape(-1, 64))
+    assert torch.allclose(gradients[0], expected, atol=1e-4)
+
+
 def test_config_validation_reports_every_problem():
     with pytest.raises(ConfigError, match="2 problems.*dropout.*hidden_size"):
         ModelConfig(vocab_size=16, length=8, hidden_size=30, n_heads=4, dropout=1.5)

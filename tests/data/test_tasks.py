@@ -81,6 +81,8 @@ class KnowsTheAnswers(nn.Module):
             while known is None and prompt:  # positions already decoded after the prompt
                 prompt = prompt[:-1]
                 known = self.answers.get(prompt)
+            if known is None:  # an all-mask row: the padding of a batch-invariant call, whose output is unused
+                continue
             reply = " " + known.prompt.split()[1] if self.wrong else known.response
             answer = list(prompt) + self.tokenizer.encode(reply)
             answer += [self.tokenizer.eos_id] * (len(row) - len(answer))

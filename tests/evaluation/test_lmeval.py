@@ -19,6 +19,7 @@ lm_eval = pytest.importorskip("lm_eval", reason="the lmeval extra: pip install '
 
 from radd_cli.data import tasks  # noqa: E402
 from radd_cli.evaluation import tasks as task_scoring  # noqa: E402
+from tests.conftest import require  # noqa: E402
 
 ROOT = Path(__file__).parents[2]
 TASK = "sort"
@@ -151,15 +152,24 @@ def requests(kind: str, *arguments) -> list:
     return [Instance(kind, {}, argument, index) for index, argument in enumerate(arguments)]
 
 
-def test_generation_stops_at_stop_strings_and_max_tokens_and_likelihoods_are_exact(tiny_checkpoint):
+@pytest.mark.precision
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_generation_stops_at_stop_strings_and_max_tokens_and_likelihoods_are_exact(tiny_checkpoint, precision):
+    """In each precision, the adapter answers and scores exactly as radd's own functions do in that precision."""
+    from radd_cli.device import Work, autocast, resolve_precision
     from radd_cli.evaluation import conditional
     from radd_cli.evaluation.lmeval import RaddLM
     from radd_cli.sampling import SamplingConfig, Strategy, prompting
 
-    lm = RaddLM(pretrained=str(tiny_checkpoint), device="cuda:0" if not torch.cuda.is_available() else "cpu")
+    device = "cuda:0" if not torch.cuda.is_available() else "cpu"
+    lm = RaddLM(pretrained=str(tiny_checkpoint), device=device, precision=require(precision))
     assert lm.loaded.device.type == "cpu"  # lm-eval's default device falls back to the CPU
+    assert lm.loaded.precision == resolve_precision(precision, "cpu", work=Work.eval)  # radd eval's rule
     greedy = SamplingConfig(method="tweedie", strategy=Strategy("top_k", top_k=1))
-    [own] = prompting.respond(lm.loaded.model, lm.loaded.schedule, lm.tokenizer, greedy, ["The cat"], length=lm.length)
+    [own] = prompting.respond(
+        lm.loaded.model, lm.loaded.schedule, lm.tokenizer, greedy, ["The cat"], length=lm.length,
+        precision=lm.loaded.precision,
+    )
     assert len(own.token_ids) > 4, "the tiny model answers at some length"
     [free] = lm.generate_until(requests("generate_until", ("The cat", {"until": [], "max_gen_toks": 12})))
     assert free == lm.tokenizer.decode(own.token_ids[:12])  # radd's own greedy answer (sample 0, seed 0)
@@ -175,7 +185,8 @@ def test_generation_stops_at_stop_strings_and_max_tokens_and_likelihoods_are_exa
         assert lm.tokenizer.decode(tail) == context[len(context.rstrip()) :] + continuation  # spaces move over
         assert head == (lm.tokenizer.encode(context.rstrip()) if context else [lm.tokenizer.eos_id])
         tokens, given = conditional.layout(head, tail, lm.length, lm.tokenizer.mask_id)
-        exact, flag = conditional.exact(lm.loaded.model, tokens[None], given[None])
+        with autocast(lm.loaded.device, lm.loaded.precision):
+            exact, flag = conditional.exact(lm.loaded.model, tokens[None], given[None])
         assert log_p == pytest.approx(float(exact)) and greedy == bool(flag) and log_p < 0
     [rolling] = lm.loglikelihood_rolling(requests("loglikelihood_rolling", ("The cat sat on the mat. " * 4,)))
     assert rolling < 0

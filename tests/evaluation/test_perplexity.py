@@ -8,6 +8,7 @@ import torch
 
 from radd_cli.core.losses import LOSSES
 from radd_cli.core.schedule import get_schedule
+from radd_cli.device import Precision, autocast
 from radd_cli.errors import ConfigError
 from radd_cli.evaluation.perplexity import DrawStatistics, evaluate_perplexity, t_quantile_975
 
@@ -33,10 +34,13 @@ def test_the_interval_contains_the_oracles_known_perplexity(oracle, loss):
     assert 0 < report.monte_carlo_error < report.standard_error  # the data spread dominates here
 
 
-def test_deterministic_objective_equals_the_direct_computation(tiny_model):
+def test_deterministic_objective_equals_the_direct_computation(tiny_model, inference_precision):
+    """In each precision: the report is the objective computed in that precision."""
     blocks = np.random.default_rng(0).integers(0, 16, size=(5, 8))
-    report = evaluate_perplexity(tiny_model, LOGLINEAR, blocks, loss="ar_forward", mc_samples=99, batch_size=2)
-    direct = LOSSES["ar_forward"](tiny_model, torch.from_numpy(blocks), LOGLINEAR).mean().item() / 8
+    report = evaluate_perplexity(tiny_model, LOGLINEAR, blocks, loss="ar_forward", mc_samples=99, batch_size=2,
+                                 precision=inference_precision)
+    with torch.no_grad(), autocast(torch.device("cpu"), Precision(inference_precision)):
+        direct = LOSSES["ar_forward"](tiny_model, torch.from_numpy(blocks), LOGLINEAR).mean().item() / 8
     assert report.nll_per_token == pytest.approx(direct, abs=1e-6) and report.total_draws == 5
     assert report.monte_carlo_error == 0
 

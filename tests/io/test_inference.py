@@ -3,16 +3,25 @@
 import pytest
 import torch
 
-from radd_cli.device import Precision
+from radd_cli import device
+from radd_cli.device import Precision, Work
 from radd_cli.errors import CheckpointError, ConfigError
 from radd_cli.io.inference import load_for_inference
 
 
 def test_a_checkpoint_loads_in_eval_mode_with_its_tokenizer_and_schedule(tiny_checkpoint):
-    loaded = load_for_inference(str(tiny_checkpoint), "cpu", "auto")
+    loaded = load_for_inference(str(tiny_checkpoint), "cpu", "fp32")
     assert not loaded.model.training and loaded.device == torch.device("cpu")
     assert loaded.precision is Precision.fp32 and loaded.tokenizer.vocab_size == loaded.model.vocab_size
     assert loaded.schedule.name == "loglinear"
+
+
+def test_auto_is_the_precision_of_the_work_the_model_is_loaded_for(tiny_checkpoint, monkeypatch):
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    found = {work: load_for_inference(str(tiny_checkpoint), "cpu", "auto", work).precision for work in Work}
+    assert found == {Work.train: Precision.fp32, Work.sample: Precision.bf16, Work.eval: Precision.bf16,
+                     Work.serve: Precision.bf16}
+    assert load_for_inference(str(tiny_checkpoint), "cpu").precision is Precision.bf16  # sampling by default
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from radd_cli.errors import ConfigError
-from radd_cli.sampling.config import MAX_GUIDANCE
 from radd_cli.sampling import (
     sample,
 )
+from radd_cli.sampling.config import MAX_GUIDANCE
 from tests.sampling.oracle_draws import LOGLINEAR
 
 

@@ -127,6 +127,7 @@ def test_cached_evaluations_per_sequence_match_e_nfe():
         steps=steps,
         batch_size=500,
         generator=torch.Generator().manual_seed(8),
+        batch_invariant=False,  # the rows that pad a batch-invariant call are nobody's evaluations
     )
     measured = result.nfe_per_sample.double()
     standard_error = nfe_standard_deviation(LOGLINEAR, steps, length) / math.sqrt(count)

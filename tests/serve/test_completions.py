@@ -103,3 +103,17 @@ def test_orders_from_a_client_are_names_or_positions_never_paths():
     for bad in ("/etc/passwd", [0.5, 1], [[0], 1], {"a": 1}, [], True):
         with pytest.raises(ConfigError, match="order"):
             request_order(bad)
+
+
+def test_batch_invariance_is_a_request_field_checked_like_any_setting():
+    from radd_cli.sampling import SamplingConfig
+    from radd_cli.serve.completions import RADD_FIELDS, sampling_config
+    from radd_cli.serve.wire import CompletionRequest
+
+    assert "batch_invariant" in RADD_FIELDS
+    defaults = SamplingConfig(steps=8)
+    request = CompletionRequest(model="tiny", prompt="The")
+    assert sampling_config(defaults, request, {}).batch_invariant  # the server's default: on
+    assert not sampling_config(defaults, request, {"batch_invariant": False}).batch_invariant
+    with pytest.raises(ConfigError, match="batch_invariant"):
+        sampling_config(defaults, request, {"batch_invariant": "sometimes"})

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import torch
 
 from radd_cli.core.schedule import get_schedule
+from radd_cli.device import Precision, autocast
 from radd_cli.sampling import SamplingConfig, generate
 from radd_cli.sampling.pool import Job, make_job
 from radd_cli.serve.metrics import Metrics
 from radd_cli.serve.scheduler import Failure, Scheduler, Ticket, Update
 
 SCHEDULE = get_schedule("loglinear")
+CPU = torch.device("cpu")
 
 
 def job(model, config: SamplingConfig, template: torch.Tensor, seeds: list[int]) -> Job:
@@ -31,15 +34,24 @@ async def finished_rows(ticket: Ticket, count: int) -> dict[int, torch.Tensor]:
     return done
 
 
-def test_requests_that_join_and_leave_a_running_batch_give_their_offline_samples(tiny_model):
+@pytest.mark.parametrize("invariant", [False, True], ids=["plain", "batch_invariant"])
+def test_requests_that_join_and_leave_a_running_batch_give_their_offline_samples(
+    tiny_model, inference_precision, invariant
+):
+    """In each precision, with and without fixed shapes: the scheduler computes in the precision it is given,
+    as `generate` does in the same one (the tiny model's kernels happen not to vary with the batch here)."""
     mask = tiny_model.mask_id
     long = torch.tensor([3, mask, mask, 5, mask, mask, mask, mask])  # (8,)
     short = torch.tensor([mask, 7, mask, mask, mask, mask])  # (6,): a separate network call
-    slow, quick = SamplingConfig(steps=64, cache=False), SamplingConfig(method="ordered")
+    slow = SamplingConfig(steps=64, cache=False, batch_invariant=invariant)
+    quick = SamplingConfig(method="ordered", batch_invariant=invariant)
     metrics = Metrics()
+    precision = Precision(inference_precision)
 
     async def serve() -> list[dict[int, torch.Tensor]]:
-        scheduler = Scheduler(tiny_model, max_rows=5, max_queue=4, metrics=metrics)
+        scheduler = Scheduler(
+            tiny_model, max_rows=5, max_queue=4, metrics=metrics, autocast=lambda: autocast(CPU, precision)
+        )
         scheduler.start()
         first = Ticket([job(tiny_model, slow, long, [0, 1])], progress=True)
         assert scheduler.submit(first)
@@ -56,9 +68,9 @@ def test_requests_that_join_and_leave_a_running_batch_give_their_offline_samples
 
     first, second, third = asyncio.run(serve())
     offline = [
-        generate(tiny_model, SCHEDULE, slow, num_samples=2, length=8, template=long, seeds=[0, 1]).tokens,
-        generate(tiny_model, SCHEDULE, quick, num_samples=2, length=8, template=long, seeds=[7, 8]).tokens,
-        generate(tiny_model, SCHEDULE, quick, num_samples=1, length=6, template=short, seeds=[4]).tokens,
+        generate(tiny_model, SCHEDULE, config, num_samples=len(seeds), length=len(start), template=start,
+                 seeds=seeds, precision=precision).tokens
+        for config, start, seeds in ((slow, long, [0, 1]), (quick, long, [7, 8]), (quick, short, [4]))
     ]
     for served, expected in zip((first, second, third), offline):
         assert torch.equal(torch.stack([served[i] for i in range(len(served))]), expected)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from radd_cli.cli import app
 from radd_cli.sampling import SAMPLERS
 from tests.cli_helpers import assert_clean_error
+from tests.conftest import require
 from tests.serve_helpers import Offline, running_server
 
 KEY = "test-key"
@@ -51,6 +52,7 @@ def texts(response) -> list[str]:
     return [choice.text for choice in response.choices]
 
 
+@pytest.mark.precision
 def test_completions_equal_the_offline_samples_of_their_seeds(client, offline):
     response = client.completions.create(model="tiny", prompt="The cat", max_tokens=6, n=3, seed=11)
     assert [c.index for c in response.choices] == [0, 1, 2]
@@ -133,6 +135,7 @@ SAMPLER_REQUESTS = {  # every registered sampler, with settings of its own
 }
 
 
+@pytest.mark.precision
 def test_every_sampler_is_served_as_offline_and_guidance_and_stop_at_eos_too(client, offline):
     assert set(SAMPLER_REQUESTS) == set(SAMPLERS)
     for method, settings in [*SAMPLER_REQUESTS.items(), ("tweedie", {"guidance": 1.5})]:
@@ -311,8 +314,25 @@ def test_health_answers_during_generation_and_a_client_that_leaves_has_its_rows_
     server.wait_for(lambda m: m["radd_rows_in_flight"] == 0 and m["radd_cancelled_rows_total"] == before + 2, "removal")
 
 
-def test_load_64_requests_from_16_clients_each_equal_to_its_offline_sample(server, client, offline):
-    """Prompts of different lengths (separate network calls), streamed and not, joining and leaving the batch."""
+@pytest.mark.precision
+@pytest.mark.parametrize("precision", ["default", "fp32", "bf16"])
+def test_load_64_requests_from_16_clients_each_equal_to_its_offline_sample(
+    server, client, offline, tiny_checkpoint, tmp_path, precision
+):
+    """Prompts of different lengths (separate network calls), streamed and not, joining and leaving the batch:
+    with the server's defaults (auto, batch-invariant), and with each precision asked for explicitly."""
+    if precision == "default":
+        load(server, client, offline, {})
+        return
+    options = ["--name", "tiny", "--steps", str(STEPS), "--max-batch-size", str(MAX_BATCH)]
+    with running_server(tiny_checkpoint, tmp_path, *options, "--precision", require(precision)) as pinned:
+        pinned_client = openai.OpenAI(base_url=pinned.api, api_key="none", max_retries=0, timeout=120)
+        load(pinned, pinned_client, offline, {"precision": precision})
+        assert pinned.terminate() == 0, pinned.log.read_text()[-2000:]
+
+
+def load(server, client, offline, settings: dict) -> None:
+    """64 requests from 16 clients; each answer must be the offline sample of its seed with `settings`."""
     prompts = [("The cat", 6), ("The dog sat on", 4), ("It was", 9), ("The owl", 5)]
     jobs = [(k, *prompts[k % 4], 1000 + k) for k in range(64)]
     before = server.metrics().get(COMPLETIONS, 0)
@@ -331,7 +351,7 @@ def test_load_64_requests_from_16_clients_each_equal_to_its_offline_sample(serve
     expected = {}
     for prompt, span in prompts:
         ks = [k for k, p, _, _ in jobs if p == prompt]
-        expected |= dict(zip(ks, offline.infill(prompt, span, [1000 + k for k in ks], steps=STEPS)))
+        expected |= dict(zip(ks, offline.infill(prompt, span, [1000 + k for k in ks], steps=STEPS, **settings)))
     assert [(seed, text) for _, seed, text in answers] == [(1000 + k, expected[k]) for k in range(64)]
     assert server.metrics()[COMPLETIONS] == before + 64
 

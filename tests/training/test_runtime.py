@@ -1,58 +1,15 @@
 """The runtime: the one place that knows devices, precision and accelerate, and the verbs the trainer uses."""
 
-import os
-
 import pytest
 import torch
 
-from radd_cli import device
-from radd_cli.device import Precision, autocast, pick_device, resolve_precision
+from radd_cli.device import Precision, autocast, pick_device
 from radd_cli.errors import ConfigError
 from radd_cli.training import launch, runtime
 from radd_cli.training.runtime import build_runtime
+from tests.conftest import require
 
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
-
-
-@needs_no_gpu
-def test_precision_on_a_cpu_without_native_bf16(monkeypatch):
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
-    assert resolve_precision("auto", "cpu") is Precision.fp32
-    assert resolve_precision(Precision.fp32, "cpu") is Precision.fp32
-    with pytest.raises(ConfigError, match="precision: bf16 needs a GPU or a CPU with native bf16"):
-        resolve_precision("bf16", "cpu")
-    with pytest.raises(ConfigError, match="precision: fp16 needs a GPU"):
-        resolve_precision("fp16", "cpu")
-    with pytest.raises(ValueError):
-        resolve_precision("fp8", "cpu")
-
-
-@needs_no_gpu
-def test_auto_precision_is_bf16_on_a_cpu_with_native_bf16(monkeypatch):
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
-    assert resolve_precision("auto", "cpu") is Precision.bf16
-    assert resolve_precision("bf16", "cpu") is Precision.bf16
-    assert resolve_precision("fp32", "cpu") is Precision.fp32  # --precision fp32 stays available
-    with pytest.raises(ConfigError, match="precision: fp16 needs a GPU"):
-        resolve_precision("fp16", "cpu")
-
-
-def test_cpu_bf16_detection_agrees_with_the_cpu_flags(monkeypatch):
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else None
-    if flags is None:
-        pytest.skip("no /proc/cpuinfo to compare with")
-    monkeypatch.delenv(device.NATIVE_BF16_VARIABLE, raising=False)
-    assert device.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
-
-
-def test_the_native_bf16_switch_overrides_the_cpu(monkeypatch):
-    for value, native in (("1", True), ("0", False)):
-        monkeypatch.setenv(device.NATIVE_BF16_VARIABLE, value)
-        assert device.cpu_has_native_bf16() is native
-        assert resolve_precision("auto", "cpu") == (Precision.bf16 if native else Precision.fp32)
-    monkeypatch.setenv(device.NATIVE_BF16_VARIABLE, "yes")
-    with pytest.raises(ConfigError, match="RADD_NATIVE_BF16='yes': set it to 1 or 0"):
-        device.cpu_has_native_bf16()
 
 
 def test_cpu_autocast_in_bf16_keeps_norms_and_log_probs_in_float32(tiny_model):
@@ -66,6 +23,7 @@ def test_cpu_autocast_in_bf16_keeps_norms_and_log_probs_in_float32(tiny_model):
 
 
 
+@pytest.mark.precision
 def test_cpu_bf16_sampling_makes_the_same_network_calls_as_float32(tiny_model):
     """The cached sampler's calls depend only on the unmasking times, drawn up front: bf16 keeps NFE = E-NFE's draw."""
     from radd_cli.core.schedule import get_schedule
@@ -74,13 +32,13 @@ def test_cpu_bf16_sampling_makes_the_same_network_calls_as_float32(tiny_model):
 
     schedule, length = get_schedule("loglinear"), tiny_model.config.length
     nfe = {}
-    for precision in (Precision.fp32, Precision.bf16):
-        with autocast(torch.device("cpu"), precision):
-            result = sample(tiny_model, schedule, num_samples=64, length=length, steps=64,
-                            generator=torch.Generator().manual_seed(3))
+    for precision in (Precision.fp32, require(Precision.bf16)):
+        result = sample(tiny_model, schedule, num_samples=64, length=length, steps=64,
+                        generator=torch.Generator().manual_seed(3), precision=precision)
         nfe[precision] = result.nfe
     assert nfe[Precision.bf16] == nfe[Precision.fp32] < 64
     assert abs(nfe[Precision.bf16] - expected_nfe(schedule, 64, length)) < 0.25 * expected_nfe(schedule, 64, length)
+
 
 @needs_no_gpu
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from radd_cli.training.optim import learning_rate_factor
 from radd_cli.training.recipe import load_recipe
 from radd_cli.training.trainer import Trainer, TrainingInterrupted
 from tests.cli_helpers import TINY_RUN, run_two_processes
+from tests.conftest import require
 
 runner = CliRunner()
 SMALL = [
@@ -97,10 +98,15 @@ def test_tiny_recipe_trains_end_to_end_and_its_final_model_loads(tmp_path, cache
     assert json.loads((run_dir / "recipe.json").read_text())["training"]["steps"] == 6
 
 
-def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, cache_dir):
+@pytest.mark.precision
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, cache_dir, precision):
+    """Bit for bit, in each precision radd trains in on a CPU."""
+    pinned = f"training.mixed_precision={require(precision)}"
     seen_straight, seen_resumed = [], []
     straight, _ = train_in_process(
-        tmp_path / "straight", cache_dir, on_step=lambda state, idx: seen_straight.append((state.step, idx.tolist()))
+        tmp_path / "straight", cache_dir, pinned,
+        on_step=lambda state, idx: seen_straight.append((state.step, idx.tolist())),
     )
 
     def interrupt_at_3(state, indices):
@@ -109,11 +115,12 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, cach
             os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM after step 4") as caught:
-        train_in_process(tmp_path / "resumed", cache_dir, on_step=interrupt_at_3)
+        train_in_process(tmp_path / "resumed", cache_dir, pinned, on_step=interrupt_at_3)
     assert caught.value.exit_code == 128 + signal.SIGTERM
     assert (tmp_path / "resumed" / "checkpoints" / "step_4").is_dir()
     resumed, result = train_in_process(
-        tmp_path / "resumed", cache_dir, on_step=lambda state, idx: seen_resumed.append((state.step, idx.tolist()))
+        tmp_path / "resumed", cache_dir, pinned,
+        on_step=lambda state, idx: seen_resumed.append((state.step, idx.tolist())),
     )
     assert seen_resumed == seen_straight  # the same batches, in the same order, each seen once
     assert resumed.state.step == straight.state.step == 6 and result.steps == 6
@@ -122,6 +129,18 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, cach
         weights(tmp_path / "resumed" / "checkpoints" / "step_6"),
         weights(tmp_path / "straight" / "checkpoints" / "step_6"),
     )
+
+
+@pytest.mark.precision
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_two_identical_runs_reach_the_same_weights(tmp_path, cache_dir, precision):
+    """At a size where the CPU's kernels run on several threads (width 128, 32 × 64 tokens per step)."""
+    extra = ["model.hidden_size=128", "model.length=64", "training.batch_size=32", "model.dropout=0.0"]
+    extra.append(f"training.mixed_precision={require(precision)}")
+    for name in ("first", "second"):
+        train_in_process(tmp_path / name, cache_dir, *extra, "training.steps=4")
+    for folder in ("final", "checkpoints/step_4"):
+        assert_same(weights(tmp_path / "first" / folder), weights(tmp_path / "second" / folder))
 
 
 def test_kill_9_at_any_moment_leaves_a_resumable_run(tmp_path, cache_dir):
