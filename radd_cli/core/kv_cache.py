@@ -1,0 +1,78 @@
+"""Keys and values kept from a full call, and calls that compute only a block of positions against them.
+
+Block decoding changes one block of positions at a time. A *full call* runs the whole sequence and keeps
+every layer's keys and values (`KVStore`; keys after the rotation of their own position, so they stay
+valid wherever the queries are). A *block call* then computes only the block's positions: at every layer
+their queries attend to their own fresh keys and values and to the stored ones of the rest —
+
+- `dual`: of every other position (prefix and suffix);
+- `prefix`: of the positions before the block only (the suffix is not attended at all).
+
+With a store fresh from the same tokens, a dual block call equals the full call at the block's positions,
+and a prefix block call equals a full call on the sequence cut after the block (up to float rounding).
+Once block positions change, the stored entries of the other positions are stale from the second layer on:
+they were computed while the block held its old tokens (docs/sampling.md says what this approximates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from radd_cli.validation import Choice
+
+
+class KVMode(Choice):
+    """What a block call attends to besides the block itself (`none`: no cache, every call is full)."""
+
+    none = "none"
+    prefix = "prefix"
+    dual = "dual"
+
+
+@dataclass
+class KVStore:
+    """Every layer's keys and values of a full call over (B, L) tokens."""
+
+    keys: torch.Tensor  # (B, layers, H, L, hd), rotated by their own positions
+    values: torch.Tensor  # (B, layers, H, L, hd)
+
+
+def full_hidden(model, tokens: torch.Tensor) -> tuple[torch.Tensor, KVStore]:
+    """Hidden states (B, L, d) after the last block of a RADD network, and the keys and values of every layer."""
+    x = model.vocab_embed(tokens)  # (B, L, d)
+    cos, sin = model.rotary_emb(tokens.shape[1], tokens.device)  # (L, hd)
+    keys, values = [], []
+    for block in model.blocks:
+        q, k, v = block.qkv(x, cos, sin)  # each (B, H, L, hd)
+        keys.append(k)
+        values.append(v)
+        x = block.mix(x, block.attend(q, k, v))
+    return x, KVStore(torch.stack(keys, dim=1), torch.stack(values, dim=1))
+
+
+def block_hidden(
+    model, tokens: torch.Tensor, positions: torch.Tensor, store: KVStore, mode: KVMode
+) -> torch.Tensor:
+    """Hidden states (B, n, d) of the block: `tokens` (B, n) at `positions` (B, n) (each row its own),
+    attending to their own fresh keys and values and to `store`'s (all, or those before the block's end)."""
+    x = model.vocab_embed(tokens)  # (B, n, d)
+    cos, sin = model.rotary_emb.at(positions[:, None, :])  # (B, 1, n, hd): each row's own positions
+    length = store.keys.shape[3]
+    visible = None
+    if mode == KVMode.prefix:  # the keys before each row's block end
+        ends = positions.max(dim=1, keepdim=True).values + 1  # (B, 1)
+        visible = (torch.arange(length, device=tokens.device) < ends)[:, None, None, :]  # (B, 1, 1, L)
+    for layer, block in enumerate(model.blocks):
+        q, k, v = block.qkv(x, cos, sin)  # each (B, H, n, hd)
+        keys = _with_block(store.keys[:, layer], k, positions)  # (B, H, L, hd)
+        values = _with_block(store.values[:, layer], v, positions)
+        x = block.mix(x, block.attend(q.to(keys.dtype), keys, values, visible))
+    return x
+
+
+def _with_block(stored: torch.Tensor, fresh: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The stored (B, H, L, hd) entries with the block's fresh (B, H, n, hd) ones in place (a new tensor)."""
+    index = positions[:, None, :, None].expand(-1, stored.shape[1], -1, stored.shape[3])  # (B, H, n, hd)
+    return stored.scatter(2, index, fresh.to(stored.dtype))
