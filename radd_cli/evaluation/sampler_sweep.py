@@ -1,7 +1,7 @@
 """Quality against cost: every sampler over a sweep of its settings, measured honestly.
 
-On the built-in Markov language (radd_cli/markov.py) the samples are scored exactly: their negative
-log-likelihood per token under the true chain (with its standard error), the rate of forbidden
+On the built-in Markov language (radd_cli/data/markov.py) the samples are scored exactly: their negative
+log-likelihood per token under the true language (with its standard error), the rate of forbidden
 transitions, and their unigram entropy (so a sampler that collapses cannot look good). On any other
 model the measures are judge-free: unigram entropy and distinct-n. Every row also has its network calls
 per sequence and its wall time. `radd bench quality` prints, writes and plots what this returns.
@@ -155,8 +155,7 @@ def seam_rates(samples: torch.Tensor, window: int) -> tuple[float, float]:
     """Forbidden-transition rates (at window seams, inside windows) of Markov samples longer than `window`.
 
     A seam is where a window's new text begins, right after the previous window's end (windows overlap by
-    half, radd_cli/sampling/windows.py): the transitions into its first two positions, whose context
-    straddles the seam, are the seam's.
+    half, radd_cli/sampling/windows.py): its first two symbols, whose context straddles the seam, are the seam's.
     """
     from radd_cli.sampling.windows import window_starts
 
@@ -165,14 +164,11 @@ def seam_rates(samples: torch.Tensor, window: int) -> tuple[float, float]:
     seams = set()
     for previous in window_starts(length, window)[:-1]:
         seams.update(range(previous + window, min(length, previous + window + 2)))
-    at, inside = [0, 0], [0, 0]  # forbidden, transitions
+    at, inside = [0, 0], [0, 0]  # forbidden, symbols
     for row in samples.tolist():
-        symbols = markov.symbols_of(row)
-        for t in range(2, length):
-            context, symbol = symbols[t - 2 : t], symbols[t]
-            if symbol is None or symbol == markov.END or None in context or markov.END in context:
-                continue
-            bucket = at if t in seams else inside
-            bucket[0] += chain.table[context[0], context[1], symbol] == 0
-            bucket[1] += 1
+        for t, p in enumerate(chain.probabilities(markov.symbols_of(row))):
+            if p is not None:
+                bucket = at if t in seams else inside
+                bucket[0] += p == 0
+                bucket[1] += 1
     return at[0] / max(1, at[1]), inside[0] / max(1, inside[1])
