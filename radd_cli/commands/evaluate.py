@@ -12,9 +12,11 @@ import torch
 import typer
 from rich.table import Table
 
+from radd_cli.commands.loading import load_model
 from radd_cli.commands.options import (
     MAX_SEED,
     BatchSizeOption,
+    CompileOption,
     DeviceOption,
     JsonOption,
     MethodOption,
@@ -31,7 +33,6 @@ from radd_cli.device import Precision
 from radd_cli.errors import ConfigError, DataError
 from radd_cli.evaluation.perplexity import DEFAULT_MC_SAMPLES, PerplexityReport, evaluate_perplexity
 from radd_cli.files import write_text
-from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import Method, SamplingConfig, Strategy
 from radd_cli.training.launch import launched_as_one_of_many, relaunch_on_gpus
 from radd_cli.training.runtime import build_runtime
@@ -63,6 +64,7 @@ def evaluate(
     json_path: JsonOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
+    compile: CompileOption = False,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs of this machine to shard the blocks over.")] = 1,
     cache_dir: Annotated[str, typer.Option("--cache-dir", help="Where tokenized data is cached.")] = "~/.cache/radd",
     samples: Annotated[
@@ -119,6 +121,7 @@ def evaluate(
         device,
         precision,
         cache_dir,
+        compile,
     )
 
 
@@ -130,10 +133,11 @@ def default_split(dataset: str) -> str:
 
 
 def _perplexity(
-    model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device, precision, cache_dir
+    model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device, precision, cache_dir,
+    compile,
 ) -> None:
     runtime = build_runtime(precision, cpu=device == "cpu") if launched_as_one_of_many() else None
-    loaded = load_for_inference(model, str(runtime.device) if runtime else device, precision)
+    loaded = load_model(model, str(runtime.device) if runtime else device, precision, compile)
     split = split or default_split(dataset)
     length = length if length is not None else loaded.model.config.length
     if length > loaded.model.config.length:

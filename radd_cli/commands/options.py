@@ -30,6 +30,14 @@ PrecisionOption = Annotated[
         help="Trunk precision: auto is bf16 on GPUs and on CPUs with native bf16 (AVX-512 BF16, AMX), else fp32.",
     ),
 ]
+CompileOption = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the network for inference: it compiles once (minutes on a CPU), then runs faster; "
+        "without a compiler it says so and runs as usual.",
+    ),
+]
 JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")]
 SeedOption = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help=SEED_HELP)]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per network call.")]

@@ -16,9 +16,11 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
+from radd_cli.commands.loading import load_model
 from radd_cli.commands.options import (
     BatchSizeOption,
     BlockLengthOption,
+    CompileOption,
     ConfidenceOption,
     DeviceOption,
     EtaOption,
@@ -46,7 +48,7 @@ from radd_cli.console import err, out, progress_bar
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError
 from radd_cli.files import write_text
-from radd_cli.io.inference import LoadedModel, load_for_inference
+from radd_cli.io.inference import LoadedModel
 from radd_cli.sampling import (
     Confidence,
     Method,
@@ -88,6 +90,7 @@ DRAW_OPTIONS = {
     "seed": (SeedOption, 0),
     "device": (DeviceOption, "auto"),
     "precision": (PrecisionOption, Precision.auto),
+    "compile": (CompileOption, False),
     "output": (OutputOption, None),
 }
 
@@ -102,10 +105,11 @@ class DrawOptions:
     seed: int
     device: str
     precision: Precision
+    compile: bool
     output: Path | None
 
     def load(self) -> LoadedModel:
-        return load_for_inference(self.model, self.device, self.precision)
+        return load_model(self.model, self.device, self.precision, self.compile)
 
     def request(self, length: int) -> Request:
         return Request(self.num_samples, self.batch_size, length, self.seed)
@@ -177,6 +181,7 @@ def draw(
 ) -> tuple[SampleResult, float]:
     """Sample with a progress bar; returns (result, seconds)."""
     check_results_fit(request.num_samples, request.length, BYTES_PER_PRINTED_TOKEN)
+    loaded.warm_up(request.length)  # compiling (with --compile) is not sampling time
     with progress_bar(transient=True) as bar:
         task = bar.add_task("sampling", total=request.num_samples)
         started = time.perf_counter()

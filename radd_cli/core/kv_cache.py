@@ -39,8 +39,9 @@ class KVStore:
     values: torch.Tensor  # (B, layers, H, L, hd)
 
 
-def full_hidden(model, tokens: torch.Tensor) -> tuple[torch.Tensor, KVStore]:
-    """Hidden states (B, L, d) after the last block of a RADD network, and the keys and values of every layer."""
+def full_hidden(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden states (B, L, d) after the last block of a RADD network, and the keys and values
+    (B, layers, H, L, hd) of every layer (a KVStore's fields)."""
     x = model.vocab_embed(tokens)  # (B, L, d)
     cos, sin = model.rotary_emb(tokens.shape[1], tokens.device)  # (L, hd)
     keys, values = [], []
@@ -49,26 +50,27 @@ def full_hidden(model, tokens: torch.Tensor) -> tuple[torch.Tensor, KVStore]:
         keys.append(k)
         values.append(v)
         x = block.mix(x, block.attend(q, k, v))
-    return x, KVStore(torch.stack(keys, dim=1), torch.stack(values, dim=1))
+    return x, torch.stack(keys, dim=1), torch.stack(values, dim=1)
 
 
 def block_hidden(
-    model, tokens: torch.Tensor, positions: torch.Tensor, store: KVStore, mode: KVMode
+    model, tokens: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, prefix: bool
 ) -> torch.Tensor:
     """Hidden states (B, n, d) of the block: `tokens` (B, n) at `positions` (B, n) (each row its own),
-    attending to their own fresh keys and values and to `store`'s (all, or those before the block's end)."""
+    attending to their own fresh keys and values and to the stored (B, layers, H, L, hd) ones — all of
+    them (dual), or with `prefix` only those before the block's end."""
     x = model.vocab_embed(tokens)  # (B, n, d)
     cos, sin = model.rotary_emb.at(positions[:, None, :])  # (B, 1, n, hd): each row's own positions
-    length = store.keys.shape[3]
+    length = keys.shape[3]
     visible = None
-    if mode == KVMode.prefix:  # the keys before each row's block end
+    if prefix:  # the keys before each row's block end
         ends = positions.max(dim=1, keepdim=True).values + 1  # (B, 1)
         visible = (torch.arange(length, device=tokens.device) < ends)[:, None, None, :]  # (B, 1, 1, L)
     for layer, block in enumerate(model.blocks):
         q, k, v = block.qkv(x, cos, sin)  # each (B, H, n, hd)
-        keys = _with_block(store.keys[:, layer], k, positions)  # (B, H, L, hd)
-        values = _with_block(store.values[:, layer], v, positions)
-        x = block.mix(x, block.attend(q.to(keys.dtype), keys, values, visible))
+        seen_keys = _with_block(keys[:, layer], k, positions)  # (B, H, L, hd)
+        seen_values = _with_block(values[:, layer], v, positions)
+        x = block.mix(x, block.attend(q.to(seen_keys.dtype), seen_keys, seen_values, visible))
     return x
 
 

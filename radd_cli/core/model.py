@@ -237,6 +237,14 @@ class RADD(SelectiveScorer):
             x = checkpoint(block, x, cos, sin, use_reentrant=False) if recompute else block(x, cos, sin)
         return x
 
+    def trunk_keeping_kv(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`trunk`, and every layer's keys and values (B, layers, H, L, hd) (core/kv_cache.py)."""
+        return full_hidden(self, tokens)
+
+    def block_trunk(self, tokens, positions, keys, values, prefix: bool) -> torch.Tensor:
+        """Hidden states (B, n, d) of a block against stored keys and values (core/kv_cache.block_hidden)."""
+        return block_hidden(self, tokens, positions, keys, values, prefix)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits (..., V) of the real tokens; the mask column of the projection is never computed."""
         linear = self.output_layer.linear
@@ -286,16 +294,16 @@ class RADD(SelectiveScorer):
 
     def log_probs_keeping_kv(self, tokens: torch.Tensor, where: torch.Tensor) -> tuple[torch.Tensor, KVStore]:
         """`log_probs_at` (N, V), and every layer's keys and values for block calls (core/kv_cache.py)."""
-        hidden, store = full_hidden(self, tokens)
+        hidden, keys, values = self.trunk_keeping_kv(tokens)
         with self._head_precision(hidden):
-            return self.head(hidden[where].float()), store
+            return self.head(hidden[where].float()), KVStore(keys, values)
 
     def block_log_probs_at(
         self, tokens: torch.Tensor, positions: torch.Tensor, store: KVStore, mode: KVMode, where: torch.Tensor
     ) -> torch.Tensor:
         """Log-probs (N, V) at the true entries of `where` (B, n) among a block's `tokens` (B, n) at `positions`
         (B, n), computed against the keys and values of `store` (core/kv_cache.py)."""
-        hidden = block_hidden(self, tokens, positions, store, mode)[where].float()  # (N, d)
+        hidden = self.block_trunk(tokens, positions, store.keys, store.values, mode == KVMode.prefix)[where].float()
         with self._head_precision(hidden):
             return self.head(hidden)
 

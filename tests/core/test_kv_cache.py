@@ -46,7 +46,8 @@ def test_a_dual_block_call_against_a_fresh_store_equals_the_full_call_at_the_blo
 
 
 def test_with_one_layer_a_prefix_block_call_equals_a_full_call_on_the_sequence_cut_after_the_block():
-    """Rows whose blocks end at different places each see their own prefix. The first layer's stored keys and values depend only on their own tokens, so the only difference
+    """Rows whose blocks end at different places each see their own prefix. The first layer's stored keys
+    and values depend only on their own tokens, so the only difference
     from a full call is that the suffix is not attended."""
     model, x = network(n_blocks=1), tokens()
     positions = blocks([4, 4, 0], 4)
@@ -66,7 +67,8 @@ def test_a_prefix_block_call_attends_to_the_stored_prefix_and_the_fresh_block_on
     positions = blocks([start] * 3, width)
     with torch.inference_mode():
         _, store = model.log_probs_keeping_kv(x, torch.zeros_like(x, dtype=torch.bool))
-        block = model.block_log_probs_at(x[:, start : start + width], positions, store, KVMode.prefix, torch.ones(3, width, dtype=torch.bool))
+        every = torch.ones(3, width, dtype=torch.bool)
+        block = model.block_log_probs_at(x[:, start : start + width], positions, store, KVMode.prefix, every)
         # by hand: at every layer, keys and values are the stored prefix's followed by the block's own
         h = model.vocab_embed(x[:, start : start + width])
         cos, sin = model.rotary_emb(CONFIG.length, x.device)
