@@ -110,15 +110,16 @@ class Offline:
         head = len(self.tokenizer.encode(prompt)) if prompt else 0
         tail = len(self.tokenizer.encode(suffix)) if suffix else 0
         filled = templates.prefix_suffix_template(prompt, suffix, head + max_tokens + tail, self.tokenizer)
-        result = generate(
-            self.loaded.model,
-            self.loaded.schedule,
-            SamplingConfig(**settings),
-            num_samples=len(seeds),
-            length=filled.length,
-            template=filled.tokens,
-            seeds=seeds,
-        )
+        with self.loaded.autocast():  # the server's precision (bf16 on CPUs with native bf16)
+            result = generate(
+                self.loaded.model,
+                self.loaded.schedule,
+                SamplingConfig(**settings),
+                num_samples=len(seeds),
+                length=filled.length,
+                template=filled.tokens,
+                seeds=seeds,
+            )
         return [self.tokenizer.decode(row[head : head + max_tokens].tolist()) for row in result.tokens]
 
     def tokens(self, text: str) -> torch.Tensor:

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from radd_cli.core.kv_cache import KVMode
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError
 from radd_cli.sampling import MAX_STEPS, Confidence, Method, Remasking, StrategyName
@@ -79,6 +80,17 @@ ThresholdOption = Annotated[
 ]
 RemaskingOption = Annotated[Remasking, typer.Option("--remasking", help="remdm: the remasking schedule.")]
 EtaOption = Annotated[float, typer.Option("--eta", help="remdm: the remasking strength η.")]
+KVCacheOption = Annotated[
+    KVMode,
+    typer.Option(
+        "--kv-cache",
+        help="With --block-length: compute only the current block against kept keys and values of the prefix "
+        "(prefix) or of prefix and suffix (dual), refreshed when a block starts (an approximation).",
+    ),
+]
+KVRefreshOption = Annotated[
+    int, typer.Option("--kv-refresh", min=0, help="With --kv-cache: also refresh after this many block calls (0: never).")
+]
 GuidanceOption = Annotated[
     float, typer.Option("--guidance", help="Classifier-free guidance weight w for conditional generation (0: none).")
 ]

@@ -26,6 +26,8 @@ from radd_cli.commands.options import (
     EtaOption,
     GreedyOption,
     GuidanceOption,
+    KVCacheOption,
+    KVRefreshOption,
     MethodOption,
     ModelOption,
     NoCacheOption,
@@ -45,6 +47,7 @@ from radd_cli.commands.options import (
     check_writable,
 )
 from radd_cli.console import err, out, progress_bar
+from radd_cli.core.kv_cache import KVMode
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError
 from radd_cli.files import write_text
@@ -80,6 +83,8 @@ SAMPLING_OPTIONS = {
     "threshold": (ThresholdOption, None),
     "remasking": (RemaskingOption, Remasking.cap),
     "eta": (EtaOption, 0.02),
+    "kv_cache": (KVCacheOption, KVMode.none),
+    "kv_refresh": (KVRefreshOption, 0),
     "guidance": (GuidanceOption, 0.0),
     "stop_at_eos": (StopAtEosOption, False),
 }
@@ -181,7 +186,8 @@ def draw(
 ) -> tuple[SampleResult, float]:
     """Sample with a progress bar; returns (result, seconds)."""
     check_results_fit(request.num_samples, request.length, BYTES_PER_PRINTED_TOKEN)
-    loaded.warm_up(request.length)  # compiling (with --compile) is not sampling time
+    blocks = config.block_length if config.kv_cache != KVMode.none else None
+    loaded.warm_up(request.length, blocks)  # compiling (with --compile) is not sampling time
     with progress_bar(transient=True) as bar:
         task = bar.add_task("sampling", total=request.num_samples)
         started = time.perf_counter()
@@ -216,6 +222,8 @@ def print_summary(
         "samples", f"{request.num_samples} × {request.length} tokens ({config.method}, {sampler.steps} steps)"
     )
     nfe = f"{result.nfe:.1f} measured" + (f", {expected:.1f} expected" if expected is not None else "")
+    if result.refreshes is not None:
+        nfe += f", of which {result.refreshes / request.num_samples:.1f} full calls (kv cache {config.kv_cache})"
     table.add_row("NFE per sequence", nfe + ("" if config.cache else " (cache off)"))
     table.add_row(
         "time",

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from radd_cli.core.schedule import Schedule
+from radd_cli.core.kv_cache import KVMode
 from radd_cli.core.scoring import unwrap, vocabulary
 from radd_cli.errors import ConfigError
 from radd_cli.sampling import planned  # noqa: F401  (importing a module registers its samplers: tweedie, the default, first)
@@ -34,6 +35,7 @@ from radd_cli.sampling.engine import (
     run,
     template_tokens,
 )
+from radd_cli.sampling.kv_cache import KVCached
 from radd_cli.sampling.nfe import expected_nfe, nfe_standard_deviation, unmask_step_distribution
 from radd_cli.sampling.reference import sample_all_positions
 from radd_cli.sampling.strategy import Strategy, StrategyName, draw_categorical
@@ -68,8 +70,11 @@ __all__ = [
 
 
 def make_sampler(model: nn.Module, schedule: Schedule, config: SamplingConfig, length: int) -> Sampler:
+    """The configured sampler for sequences (windows) of `length`; with `kv_cache`, wrapped so that its calls
+    go through the key/value cache (kv_cache.py)."""
     vocab_size, mask_id = vocabulary(model)
-    return SAMPLERS[config.method](config, schedule, vocab_size, mask_id, length)
+    sampler = SAMPLERS[config.method](config, schedule, vocab_size, mask_id, length)
+    return KVCached(sampler) if config.kv_cache != KVMode.none else sampler
 
 
 def generate(
@@ -118,6 +123,8 @@ def generate(
         result = run_windows(model, sampler, start, seeds, eos_id=stop, **options)
     else:
         result = run(model, sampler, start, seeds, **options)
+    if isinstance(sampler, KVCached):
+        result.refreshes = sampler.refreshes
     return trim_at_eos(result, start == mask_id, eos_id) if config.stop_at_eos else result
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from radd_cli.core.kv_cache import KVMode
 from radd_cli.errors import ConfigError
 from radd_cli.sampling.engine import SAMPLERS
 from radd_cli.sampling.strategy import Strategy
@@ -52,6 +53,8 @@ SAMPLER_SETTINGS = {
     "threshold": (None, "--threshold"),
     "remasking": (Remasking.cap, "--remasking"),
     "eta": (0.02, "--eta"),
+    "kv_cache": (KVMode.none, "--kv-cache"),
+    "kv_refresh": (0, "--kv-refresh"),
 }
 
 
@@ -70,6 +73,10 @@ class SamplingConfig:
       propose the most likely token (greedy) or a draw;
     - `threshold`: unmask every position at least this confident (threshold decoding);
     - `remasking`, `eta`: ReMDM's remasking schedule and strength;
+    - `kv_cache`, `kv_refresh`: with `block_length`, compute only the current block against the keys and
+      values of the rest kept from the block's first call (`prefix`: the positions before the block;
+      `dual`: before and after it), refreshed by a full call when a block starts and, with `kv_refresh` k > 0,
+      after every k block calls (sampling/kv_cache.py; an approximation, docs/sampling.md);
     - `guidance`: classifier-free guidance weight w (0: none) for conditional generation;
     - `stop_at_eos`: trim each sample at its first end-of-text token.
     Settings that a method does not use are refused when they differ from their defaults.
@@ -86,6 +93,8 @@ class SamplingConfig:
     threshold: float | None = field(default=None, metadata=limits(above=0.0, high=1.0))
     remasking: Remasking = Remasking.cap
     eta: float = field(default=0.02, metadata=limits(low=0.0))
+    kv_cache: KVMode = KVMode.none
+    kv_refresh: int = field(default=0, metadata=limits(low=0))
     guidance: float = field(default=0.0, metadata=limits(low=0.0))
     stop_at_eos: bool = False
 
@@ -104,6 +113,7 @@ class SamplingConfig:
         for name in sampler.required:
             if getattr(self, name) is None:
                 raise ConfigError(f"--method {self.method} needs {SAMPLER_SETTINGS[name][1]}")
+        _check_kv_cache(self)
 
     def to_dict(self) -> dict:
         """The settings as JSON-ready values, for output files."""
@@ -117,6 +127,20 @@ class SamplingConfig:
             "guidance": self.guidance,
             "stop_at_eos": self.stop_at_eos,
         }
+
+
+def _check_kv_cache(config: SamplingConfig) -> None:
+    if config.kv_cache == KVMode.none:
+        if config.kv_refresh:
+            raise ConfigError("kv_refresh applies with kv_cache = prefix or dual")
+        return
+    if config.block_length is None:
+        raise ConfigError(
+            f"kv_cache = {config.kv_cache} needs block_length: the cache keeps the rest of the sequence while a "
+            "block is decoded"
+        )
+    if config.guidance:
+        raise ConfigError("kv_cache does not combine with guidance (the unconditional rows would need their own cache)")
 
 
 def _order_spec(order) -> OrderName | torch.Tensor:

@@ -131,6 +131,7 @@ class SampleResult:
     tokens: torch.Tensor  # (N, L) int64, on the CPU
     nfe_per_sample: torch.Tensor  # (N,) network evaluations of each sequence
     lengths: torch.Tensor | None = None  # (N,) tokens kept when trimmed at the first end-of-text
+    refreshes: int | None = None  # with a key/value cache: how many of the network calls were full ones (all samples)
 
     @property
     def nfe(self) -> float:
@@ -158,12 +159,7 @@ def advance(model: nn.Module, groups: list[tuple[Sampler, Rows]]) -> None:
     ]
     if sum(len(query.rows) for query in inputs) == 0:
         return
-    if len(inputs) == 1:
-        log_probs = [log_probs_at(model, inputs[0].tokens, inputs[0].where)]  # (n, V)
-    else:
-        tokens = torch.cat([query.tokens for query in inputs])
-        where = torch.cat([query.where for query in inputs])
-        log_probs = log_probs_at(model, tokens, where).split([int(query.where.sum()) for query in inputs])
+    log_probs = _network_calls(model, groups, inputs)
     for (sampler, rows), query, sent, part in zip(groups, queries, inputs, log_probs):
         if part.numel() and not torch.isfinite(part.max()):
             raise NonFiniteError(
@@ -175,6 +171,27 @@ def advance(model: nn.Module, groups: list[tuple[Sampler, Rows]]) -> None:
         sampler.update(rows, query, part)
         rows.calls.index_add_(0, query.rows, torch.ones_like(query.rows))
         rows.nfe.index_add_(0, sent.rows, torch.ones_like(sent.rows))
+
+
+def _network_calls(model: nn.Module, groups: list[tuple[Sampler, Rows]], inputs: list[Query]) -> list[torch.Tensor]:
+    """Each group's log-probs (n, V): groups whose sampler keeps a key/value cache make their own calls
+    (sampling/kv_cache.py); the others share one call."""
+    found: dict[int, torch.Tensor] = {}
+    shared = []
+    for number, ((sampler, rows), query) in enumerate(zip(groups, inputs)):
+        if hasattr(sampler, "cached_log_probs"):
+            found[number] = sampler.cached_log_probs(model, rows, query)
+        else:
+            shared.append(number)
+    if len(shared) == 1:
+        query = inputs[shared[0]]
+        found[shared[0]] = log_probs_at(model, query.tokens, query.where)  # (n, V)
+    elif shared:
+        tokens = torch.cat([inputs[i].tokens for i in shared])
+        where = torch.cat([inputs[i].where for i in shared])
+        parts = log_probs_at(model, tokens, where).split([int(inputs[i].where.sum()) for i in shared])
+        found.update(zip(shared, parts))
+    return [found[number] for number in range(len(groups))]
 
 
 def _with_unconditional(query: Query, rows: Rows, mask_id: int) -> Query:

@@ -64,4 +64,4 @@ def trim_at_eos(result: SampleResult, generated: torch.Tensor, eos_id: int) -> S
     hits = (result.tokens == eos_id) & generated  # (N, L)
     length = result.tokens.shape[1]
     first = torch.where(hits.any(dim=1), hits.int().argmax(dim=1), torch.full_like(result.nfe_per_sample, length))
-    return SampleResult(result.tokens, result.nfe_per_sample, first)
+    return SampleResult(result.tokens, result.nfe_per_sample, first, result.refreshes)
