@@ -155,9 +155,9 @@ def seam_rates(samples: torch.Tensor, window: int) -> tuple[float, float]:
     """Forbidden-transition rates (at window seams, inside windows) of Markov samples longer than `window`.
 
     A seam is where a window's new text begins, right after the previous window's end (windows overlap by
-    half, radd_cli/sampling/windows.py): its first two symbols, whose context straddles the seam, are the seam's.
+    half, radd_cli/sampling/pool.py): its first two symbols, whose context straddles the seam, are the seam's.
     """
-    from radd_cli.sampling.windows import window_starts
+    from radd_cli.sampling.pool import window_starts
 
     chain = markov.chain()
     length = samples.shape[1]

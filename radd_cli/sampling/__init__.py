@@ -17,8 +17,6 @@ import torch
 from torch import nn
 
 from radd_cli.core.schedule import Schedule
-from radd_cli.core.kv_cache import KVMode
-from radd_cli.core.scoring import unwrap, vocabulary
 from radd_cli.errors import ConfigError
 from radd_cli.sampling import planned  # noqa: F401  (importing a module registers its samplers: tweedie, the default, first)
 from radd_cli.sampling import confidence, remasking  # noqa: F401
@@ -32,14 +30,11 @@ from radd_cli.sampling.engine import (
     model_device,
     register,
     resolve_seeds,
-    run,
-    template_tokens,
 )
-from radd_cli.sampling.kv_cache import KVCached
 from radd_cli.sampling.nfe import expected_nfe, nfe_standard_deviation, unmask_step_distribution
 from radd_cli.sampling.reference import sample_all_positions
 from radd_cli.sampling.strategy import Strategy, StrategyName, draw_categorical
-from radd_cli.sampling.windows import run_windows, trim_at_eos
+from radd_cli.sampling.pool import Job, RowPool, make_job, make_sampler, model_length
 from radd_cli.validation import choices_of
 
 Method = choices_of("Method", SAMPLERS, __name__)
@@ -47,8 +42,10 @@ Method = choices_of("Method", SAMPLERS, __name__)
 __all__ = [
     "MAX_STEPS",
     "Confidence",
+    "Job",
     "Method",
     "Remasking",
+    "RowPool",
     "OrderName",
     "Rows",
     "SAMPLERS",
@@ -60,21 +57,15 @@ __all__ = [
     "draw_categorical",
     "expected_nfe",
     "generate",
+    "make_job",
     "make_sampler",
+    "model_length",
     "nfe_standard_deviation",
     "register",
     "sample",
     "sample_all_positions",
     "unmask_step_distribution",
 ]
-
-
-def make_sampler(model: nn.Module, schedule: Schedule, config: SamplingConfig, length: int) -> Sampler:
-    """The configured sampler for sequences (windows) of `length`; with `kv_cache`, wrapped so that its calls
-    go through the key/value cache (kv_cache.py)."""
-    vocab_size, mask_id = vocabulary(model)
-    sampler = SAMPLERS[config.method](config, schedule, vocab_size, mask_id, length)
-    return KVCached(sampler) if config.kv_cache != KVMode.none else sampler
 
 
 def generate(
@@ -95,44 +86,31 @@ def generate(
     """Draw `num_samples` sequences of `length` tokens as `config` says.
 
     `template` (L,) holds token ids at fixed positions and mask_id at free ones; only free positions
-    are sampled. A (num_samples, L) template gives each sample its own (prompts of several lengths). `seeds` gives each sample its own seed (reproducible alone, whatever the batch);
-    otherwise the seeds are drawn from `generator` (or torch's global one). At most `batch_size` rows
-    share a network call. A `length` beyond the model's is generated window by window (windows.py).
-    `eos_id` is the end-of-text token that `config.stop_at_eos` trims at. `progress(done, total)` is
-    called after each call, in samples.
+    are sampled. A (num_samples, L) template gives each sample its own (prompts of several lengths). `seeds`
+    gives each sample its own seed (reproducible alone, whatever the batch); otherwise the seeds are drawn from
+    `generator` (or torch's global one). At most `batch_size` rows share a network call. A `length` beyond the
+    model's is generated window by window (pool.py). `eos_id` is the end-of-text token that `config.stop_at_eos`
+    trims at. `progress(done, total)` is called after each call, in samples.
     """
     problems = [f"{name} must be at least 1, got {value}" for name, value in (("num_samples", num_samples), ("length", length)) if value < 1]
     if batch_size is not None and batch_size < 1:
         problems.append(f"batch_size must be at least 1, got {batch_size}")
     if problems:
         raise ConfigError(problems)
-    if config.stop_at_eos and eos_id is None:
-        raise ConfigError("stop_at_eos needs the end-of-text token id (eos_id)")
     check_results_fit(num_samples, length)
-    vocab_size, mask_id = vocabulary(model)
-    start = template_tokens(template, length, mask_id, vocab_size, rows=num_samples)
-    if config.guidance and bool((start == mask_id).all()):
-        raise ConfigError("--guidance needs given tokens to guide by: a template, --prefix/--suffix or a prompt")
     seeds = resolve_seeds(seeds, num_samples, generator)
-    window = model_length(model)
-    sampler = make_sampler(model, schedule, config, min(length, window or length))
+    job = make_job(model, schedule, config, length=length, seeds=seeds, template=template, eos_id=eos_id)
     device = torch.device(device) if device is not None else model_device(model)
-    options = dict(batch_size=batch_size or num_samples, device=device, progress=progress)
-    if window is not None and length > window:
-        stop = eos_id if config.stop_at_eos else None
-        result = run_windows(model, sampler, start, seeds, eos_id=stop, **options)
-    else:
-        result = run(model, sampler, start, seeds, **options)
-    if isinstance(sampler, KVCached):
-        result.refreshes = sampler.refreshes
-    return trim_at_eos(result, start == mask_id, eos_id) if config.stop_at_eos else result
-
-
-def model_length(model: nn.Module) -> int | None:
-    """The sequence length the network was trained at (RADD's config.length, or a `length` attribute)."""
-    inner = unwrap(model)
-    config = getattr(inner, "config", None)
-    return getattr(config, "length", None) or getattr(inner, "length", None)
+    pool = RowPool(model, max_rows=batch_size or num_samples, device=device)
+    pool.admit(job)
+    with torch.inference_mode():
+        while not job.finished:
+            pool.step()
+            if progress is not None:
+                progress(pool.progress(job), num_samples)
+    result = job.result()
+    result.refreshes = getattr(job.sampler, "refreshes", None)  # with a key/value cache (kv_cache.py)
+    return result
 
 
 def sample(

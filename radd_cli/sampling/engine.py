@@ -1,16 +1,16 @@
 """The lockstep engine every sampler runs on: rows advance independently, one network call at a time.
 
 A sampler says, for each row, which positions the next network call scores (`query`) and what to do
-with the log-probabilities that come back (`update`). The engine puts the queries of all running rows
-into one call, counts what each row costs (its NFE), retires finished rows and refills the batch with
-new ones, so a batch never waits for its slowest row. Each row draws its randomness from its own
+with the log-probabilities that come back (`update`). `advance` puts the queries of all running rows
+into one call and counts what each row costs (its NFE); the row pool (pool.py) retires finished rows and
+refills the batch with new ones, so a batch never waits for its slowest row. Each row draws its randomness from its own
 generator, seeded from the sample's seed, so a sample does not depend on the rows it ran beside.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from torch import nn
 from radd_cli.core.schedule import Schedule
 from radd_cli.core.scoring import log_probs_at
 from radd_cli.device import available_memory
-from radd_cli.errors import ConfigError, NonFiniteError
+from radd_cli.errors import ConfigError, NonFiniteError, RaddError
 
 SEED_LIMIT = 2**64  # torch generators take seeds in [0, 2^64)
 
@@ -145,8 +145,9 @@ class SampleResult:
         return [row[:n] for row, n in zip(self.tokens.tolist(), self.lengths.tolist())]
 
 
-def advance(model: nn.Module, groups: list[tuple[Sampler, Rows]]) -> None:
-    """One network call for every row of every (sampler, rows) group (all of one length).
+def advance(model: nn.Module, groups: list[tuple[Sampler, Rows]]) -> dict[int, RaddError]:
+    """One network call for every row of every (sampler, rows) group (all of one length); returns the groups whose
+    outputs or update failed, by position, with why — those groups' rows are left as they were, the others advanced.
 
     With classifier-free guidance (config.guidance = w > 0) each query row goes in twice, as it is and
     with its given (template) positions masked, and the two are combined as (1 + w)·log p(·|given) −
@@ -158,19 +159,47 @@ def advance(model: nn.Module, groups: list[tuple[Sampler, Rows]]) -> None:
         for (sampler, rows), query in zip(groups, queries)
     ]
     if sum(len(query.rows) for query in inputs) == 0:
-        return
+        return {}
     log_probs = _network_calls(model, groups, inputs)
-    for (sampler, rows), query, sent, part in zip(groups, queries, inputs, log_probs):
-        if part.numel() and not torch.isfinite(part.max()):
-            raise NonFiniteError(
-                "the model produced NaN or infinite log-probabilities; its weights are broken (check the "
-                "checkpoint, or retrain from an earlier one)"
-            )
-        if sampler.config.guidance:
-            part = _guided(part, sampler.config.guidance)
-        sampler.update(rows, query, part)
+    failures = {}
+    for number, ((sampler, rows), query, sent, part) in enumerate(zip(groups, queries, inputs, log_probs)):
+        try:
+            _update(sampler, rows, query, part)
+        except Exception as error:  # noqa: BLE001 — this group fails alone; the caller reports or raises it
+            failures[number] = error if isinstance(error, RaddError) else SamplingError(error)
+            continue
         rows.calls.index_add_(0, query.rows, torch.ones_like(query.rows))
         rows.nfe.index_add_(0, sent.rows, torch.ones_like(sent.rows))
+    return failures
+
+
+def _update(sampler: Sampler, rows: Rows, query: Query, log_probs: torch.Tensor) -> None:
+    if not _finite(log_probs):
+        raise NonFiniteError(
+            "the model produced NaN or infinite log-probabilities; its weights are broken (check the "
+            "checkpoint, or retrain from an earlier one)"
+        )
+    if sampler.config.guidance:
+        log_probs = _guided(log_probs, sampler.config.guidance)
+        if not _finite(log_probs):
+            raise NonFiniteError(
+                f"guidance: a weight of {sampler.config.guidance:g} makes the guided log-probabilities non-finite; "
+                "use a smaller weight"
+            )
+    sampler.update(rows, query, log_probs)
+
+
+def _finite(log_probs: torch.Tensor) -> bool:
+    """Log-probs may be −inf (a token the model rules out), never NaN or +inf, and never −inf everywhere."""
+    return not log_probs.numel() or bool(torch.isfinite(log_probs.max(dim=-1).values).all())
+
+
+class SamplingError(RaddError):
+    """A sampler failed on its rows (a bug, or settings the math cannot take); the original error is the cause."""
+
+    def __init__(self, error: Exception):
+        super().__init__(f"sampling failed ({type(error).__name__}: {error})")
+        self.__cause__ = error
 
 
 def _network_calls(model: nn.Module, groups: list[tuple[Sampler, Rows]], inputs: list[Query]) -> list[torch.Tensor]:
@@ -218,55 +247,6 @@ def new_rows(templates: torch.Tensor, seeds: list[int], index: list[int], mask_i
         list(index),
         [torch.Generator().manual_seed(int(seed)) for seed in seeds],
     )
-
-
-def run(
-    model: nn.Module,
-    sampler: Sampler,
-    templates: torch.Tensor,
-    seeds,
-    *,
-    batch_size: int,
-    device: torch.device,
-    progress: Callable[[float, int], None] | None = None,
-) -> SampleResult:
-    """Sample one sequence per seed from its template — `templates` is (L,) for all or (N, L) — with at
-    most `batch_size` rows per network call."""
-    num_samples, length = len(seeds), templates.shape[-1]
-    tokens = torch.empty(num_samples, length, dtype=torch.long)
-    nfe = torch.zeros(num_samples, dtype=torch.long)
-    running, waiting, done = None, 0, 0
-    with torch.inference_mode():
-        while True:
-            room = batch_size - (len(running) if running is not None else 0)
-            if room > 0 and waiting < num_samples:
-                joining = list(range(waiting, min(num_samples, waiting + room)))
-                starts = templates[joining] if templates.dim() == 2 else templates.expand(len(joining), -1)
-                fresh = new_rows(starts, [seeds[i] for i in joining], joining, sampler.mask_id, device)
-                sampler.start(fresh)
-                running = fresh if running is None else Rows.concat([running, fresh])
-                waiting = joining[-1] + 1
-            if running is None or len(running) == 0:
-                break
-            advance(model, [(sampler, running)])
-            finished = sampler.finished(running)
-            if finished.any():
-                leaving = running.select(finished)
-                tokens[leaving.index] = leaving.tokens.cpu()
-                nfe[leaving.index] = leaving.nfe.cpu()
-                done += len(leaving)
-                running = running.select(~finished)
-            if progress is not None:
-                progress(done + decoded_fraction(running, sampler.mask_id), num_samples)
-    return SampleResult(tokens, nfe)
-
-
-def decoded_fraction(rows: Rows | None, mask_id: int) -> float:
-    """Σ over rows of the share of their free positions already decoded (for progress bars)."""
-    if rows is None or len(rows) == 0:
-        return 0.0
-    decoded = (rows.free & (rows.tokens != mask_id)).sum(dim=1).double()
-    return float((decoded / rows.free.sum(dim=1).clamp(min=1)).sum())
 
 
 def resolve_seeds(seeds, num_samples: int, generator: torch.Generator | None):

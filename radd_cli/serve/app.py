@@ -62,6 +62,7 @@ def create_app(loaded: LoadedModel, settings: ServeSettings) -> FastAPI:
         max_queue=settings.max_queue,
         metrics=metrics,
         autocast=loaded.autocast,
+        device=loaded.device,
     )
 
     @contextlib.asynccontextmanager

@@ -20,10 +20,10 @@ import torch
 
 from radd_cli.errors import ConfigError
 from radd_cli.io.inference import LoadedModel
-from radd_cli.sampling import SAMPLERS, SamplingConfig, Strategy, make_sampler, templates
+from radd_cli.sampling import SAMPLERS, SamplingConfig, Strategy, templates
 from radd_cli.sampling.config import SAMPLER_SETTINGS, OrderName
-from radd_cli.sampling.engine import new_rows, resolve_seeds
-from radd_cli.serve.scheduler import Job
+from radd_cli.sampling.engine import resolve_seeds
+from radd_cli.sampling.pool import Job, first_generated_eos, make_job
 from radd_cli.serve.wire import ApiError, CompletionRequest
 from radd_cli.validation import Choice
 
@@ -67,10 +67,6 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
     if mode not in StreamMode.names():
         raise ApiError(400, f"stream_mode: {mode!r} is not one of {', '.join(StreamMode.names())}", param="stream_mode")
     filled = fill_templates(request, extras, loaded)
-    if config.guidance and any(infill.num_free == infill.length for infill, _ in filled):
-        raise ApiError(
-            400, "guidance needs given tokens to guide by: a prompt, a suffix or a template's text", param="guidance"
-        )
     count = len(filled) * request.n
     if count > max_rows:
         raise ApiError(
@@ -88,9 +84,9 @@ def plan(request: CompletionRequest, loaded: LoadedModel, defaults: SamplingConf
     except ConfigError as error:
         raise config_error(error, "seed" if str(error).startswith("seeds") else None) from None
     live = not any(job.sampler.remasks for job in jobs)
-    stops = request.stops + ([loaded.tokenizer.decode([loaded.tokenizer.eos_id])] if config.stop_at_eos else [])
+    eos = loaded.tokenizer.eos_id if config.stop_at_eos else None
     choices = [
-        ChoiceText(i, seeds[i], infill, window, loaded.tokenizer, stops, StreamMode(mode), live)
+        ChoiceText(i, seeds[i], infill, window, loaded.tokenizer, request.stops, eos, StreamMode(mode), live)
         for j, (infill, window) in enumerate(filled)
         for i in range(j * request.n, (j + 1) * request.n)
     ]
@@ -213,22 +209,22 @@ def prompt_template(prompt: str, suffix: str | None, max_tokens: int | None, loa
 def start(
     loaded: LoadedModel, config: SamplingConfig, infill: templates.Infill, seeds: list[int], choices: range
 ) -> Job:
-    """The rows of one template's choices, started by a sampler (every random choice drawn up front)."""
-    sampler = make_sampler(loaded.model, loaded.schedule, config, infill.length)
-    with torch.inference_mode():
-        rows = new_rows(
-            infill.tokens.expand(len(choices), -1),  # (n, L)
-            seeds[choices.start : choices.stop],
-            list(choices),
-            sampler.mask_id,
-            loaded.device,
-        )
-        sampler.start(rows)
-    return Job(sampler, rows, group_key(config, infill.length))
+    """The job of one template's choices (every random choice drawn from each choice's own seed)."""
+    return make_job(
+        loaded.model,
+        loaded.schedule,
+        config,
+        length=infill.length,
+        seeds=seeds[choices.start : choices.stop],
+        template=infill.tokens,
+        eos_id=loaded.tokenizer.eos_id,
+        key=group_key(config, infill.length),
+        owner=choices,
+    )
 
 
 def group_key(config: SamplingConfig, length: int):
-    """Rows with equal keys share one sampler in the batch; rows with their own orders share with no one."""
+    """Jobs with equal keys share one sampler in the batch; jobs with their own orders share with no one."""
     try:
         return (length, config, str(config.order)) if isinstance(config.order, str) else object()
     except TypeError:  # a setting that cannot be hashed
@@ -244,17 +240,23 @@ class ChoiceText:
     string, are held back until more is decoded.
     """
 
-    def __init__(self, index, seed, infill, window: slice, tokenizer, stops: list[str], mode: StreamMode, live: bool):
-        self.index, self.seed, self.tokenizer = index, seed, tokenizer
+    def __init__(self, index, seed, infill, window: slice, tokenizer, stops, eos_id, mode: StreamMode, live: bool):
+        self.index, self.seed, self.tokenizer, self.eos_id = index, seed, tokenizer, eos_id
         self.ids_free = infill.free[window]  # (W,) bool
         self.window, self.stops, self.mode, self.live = window, stops, mode, live
         self.hold = max((len(stop) for stop in stops), default=1) - 1
         self.sent = ""  # the text given so far (prefix mode)
+        self.eos_found = False  # stop_at_eos: the text ended at a generated end-of-text token
         self.finish_reason: str | None = None
         self.nfe, self.decoded = 0, 0
 
     def text(self, tokens: torch.Tensor, upto: int | None = None) -> str:
+        """The choice's text, up to position `upto` of its window; with stop_at_eos, up to its first generated EOS."""
         ids, free = tokens[self.window][:upto], self.ids_free[:upto]
+        if self.eos_id is not None:
+            end = int(first_generated_eos(ids[None], free[None], self.eos_id)[0])
+            self.eos_found = end < len(ids)
+            ids, free = ids[:end], free[:end]
         return "".join(piece for piece, _ in templates.render_spans(ids, free, self.tokenizer))
 
     def progress(self, tokens: torch.Tensor, nfe: int) -> str | None:
@@ -281,8 +283,8 @@ class ChoiceText:
 
     def _advance(self, candidate: str, final: bool) -> str:
         cuts = [at for at in (candidate.find(stop) for stop in self.stops) if at >= 0]
-        if cuts:
-            candidate, self.finish_reason = candidate[: min(cuts)], "stop"
+        if cuts or self.eos_found:
+            candidate, self.finish_reason = candidate[: min(cuts, default=len(candidate))], "stop"
         elif final:
             self.finish_reason = "length"
         else:

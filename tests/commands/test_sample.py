@@ -105,7 +105,7 @@ def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
         (["--method", "threshold", "--threshold", 1.5], "threshold: must be at most 1"),
         (["--method", "remdm", "--eta", -1], "eta: must be at least 0"),
         (["--block-length", 5], "--block-length 5 must divide the sequence length 16"),
-        (["--guidance", 1], "--guidance needs given tokens"),
+        (["--guidance", 1], "guidance needs given tokens"),
         (["--confidence", "vibes"], "'vibes' is not one of 'probability', 'margin', 'entropy'"),
         (["--method", "remdm", "--remasking", "always"], "'always' is not one of 'cap', 'rescale', 'conf', 'loop'"),
         (["--greedy"], "--greedy applies to confidence, threshold, not to tweedie"),

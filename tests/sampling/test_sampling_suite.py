@@ -128,7 +128,7 @@ def test_guidance_with_weight_zero_is_no_guidance_and_costs_two_calls_a_step(tin
     guided = sample(tiny_model, LOGLINEAR, guidance=1.5, **common)
     assert torch.equal(guided.nfe_per_sample, 2 * plain.nfe_per_sample)
     assert (guided.tokens[:, :3] == torch.tensor([1, 2, 3])).all()
-    with pytest.raises(ConfigError, match="--guidance needs given tokens"):
+    with pytest.raises(ConfigError, match="guidance needs given tokens"):
         sample(tiny_model, LOGLINEAR, num_samples=2, length=8, guidance=1.0)
 
 

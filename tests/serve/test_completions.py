@@ -42,6 +42,7 @@ def follow(tokenizer, text: str, seed: int | None, stops=(), mode=StreamMode.pre
         slice(0, len(ids)),
         tokenizer,
         list(stops),
+        None,
         mode,
         True,
     )
@@ -89,6 +90,7 @@ def test_a_remasking_sampler_streams_its_text_only_at_the_end(tokenizer):
         slice(0, len(ids)),
         tokenizer,
         [],
+        None,
         StreamMode.prefix,
         False,
     )

@@ -7,20 +7,18 @@ import asyncio
 import torch
 
 from radd_cli.core.schedule import get_schedule
-from radd_cli.sampling import SamplingConfig, generate, make_sampler
-from radd_cli.sampling.engine import new_rows
+from radd_cli.sampling import SamplingConfig, generate
+from radd_cli.sampling.pool import Job, make_job
 from radd_cli.serve.metrics import Metrics
-from radd_cli.serve.scheduler import Failure, Job, Scheduler, Ticket, Update
+from radd_cli.serve.scheduler import Failure, Scheduler, Ticket, Update
 
 SCHEDULE = get_schedule("loglinear")
 
 
 def job(model, config: SamplingConfig, template: torch.Tensor, seeds: list[int]) -> Job:
-    sampler = make_sampler(model, SCHEDULE, config, template.shape[0])
-    with torch.inference_mode():
-        rows = new_rows(template.expand(len(seeds), -1), seeds, list(range(len(seeds))), sampler.mask_id, "cpu")
-        sampler.start(rows)
-    return Job(sampler, rows, (template.shape[0], config, str(config.order)))
+    key = (template.shape[0], config, str(config.order))
+    length = template.shape[0]
+    return make_job(model, SCHEDULE, config, length=length, seeds=seeds, template=template, key=key, owner=range(len(seeds)))
 
 
 async def finished_rows(ticket: Ticket, count: int) -> dict[int, torch.Tensor]:
