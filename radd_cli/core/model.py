@@ -238,7 +238,7 @@ class RADD(SelectiveScorer):
         return x
 
     def trunk_keeping_kv(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`trunk`, and every layer's keys and values (B, layers, H, L, hd) (core/kv_cache.py)."""
+        """`trunk`, and every layer's keys and values (layers, B, L, H, hd) (core/kv_cache.py)."""
         return full_hidden(self, tokens)
 
     def block_trunk(self, tokens, positions, keys, values, prefix: bool) -> torch.Tensor:

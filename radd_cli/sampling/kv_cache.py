@@ -32,7 +32,7 @@ from radd_cli.errors import ConfigError, RaddError
 
 @dataclass
 class RowStore:
-    """One row's kept keys and values (layers, H, L, hd), the block they were made in, and block calls since."""
+    """One row's kept keys and values (layers, L, H, hd), the block they were made in, and block calls since."""
 
     keys: torch.Tensor
     values: torch.Tensor
@@ -47,6 +47,7 @@ class KVCached:
     def __init__(self, sampler):
         self.inner = sampler
         self.stores: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # row generator → RowStore
+        self._batch: tuple[list, KVStore] | None = None  # the last rows (generators) called together, their store
         self.refreshes = 0  # full calls made, summed over rows
         self.block_calls = 0  # block calls made, summed over rows
 
@@ -105,9 +106,22 @@ class KVCached:
     def _refresh(self, network, query, generators, blocks, chosen: list[int]) -> torch.Tensor:
         log_probs, store = network.log_probs_keeping_kv(query.tokens[chosen], query.where[chosen])
         for j, i in enumerate(chosen):
-            self.stores[generators[i]] = RowStore(store.keys[j], store.values[j], int(blocks[i]))
+            self.stores[generators[i]] = RowStore(store.keys[:, j], store.values[:, j], int(blocks[i]))
+        self._batch = ([generators[i] for i in chosen], store)
         self.refreshes += len(chosen)
         return log_probs
+
+    def _batched(self, rows: list[torch.Generator]) -> KVStore:
+        """The (layers, b, L, H, hd) store of these rows: the last one used or made, when it was for the same rows
+        in the same order (as it is while a batch decodes its blocks), else stacked from the rows' own."""
+        if self._batch is not None and len(self._batch[0]) == len(rows) and all(
+            a is b for a, b in zip(self._batch[0], rows)
+        ):
+            return self._batch[1]
+        stores = [self.stores[g] for g in rows]
+        batch = KVStore(torch.stack([s.keys for s in stores], dim=1), torch.stack([s.values for s in stores], dim=1))
+        self._batch = (rows, batch)
+        return batch
 
     def _block_call(self, network, query, generators, blocks, chosen: list[int]) -> torch.Tensor:
         width = self.inner.config.block_length
@@ -117,10 +131,9 @@ class KVCached:
         tokens, where = query.tokens[chosen].gather(1, positions), query.where[chosen].gather(1, positions)
         if int(where.sum()) != int(query.where[chosen].sum()):
             raise RaddError("a block-decoding sampler asked for positions outside its current block (a bug)")
-        stores = [self.stores[generators[i]] for i in chosen]
-        kept = KVStore(torch.stack([s.keys for s in stores]), torch.stack([s.values for s in stores]))
-        for store in stores:
-            store.age += 1
+        kept = self._batched([generators[i] for i in chosen])
+        for i in chosen:
+            self.stores[generators[i]].age += 1
         self.block_calls += len(chosen)
         return network.block_log_probs_at(tokens, positions, kept, self.inner.config.kv_cache, where)
 

@@ -31,7 +31,7 @@ def test_a_full_call_keeping_keys_and_values_is_the_ordinary_call():
     with torch.inference_mode():
         log_probs, store = model.log_probs_keeping_kv(x, where)
         assert torch.equal(log_probs, model.log_probs_at(x, where))
-    assert store.keys.shape == store.values.shape == (3, 2, 4, 16, 8)  # (B, layers, H, L, hd)
+    assert store.keys.shape == store.values.shape == (2, 3, 16, 4, 8)  # (layers, B, L, H, hd)
 
 
 def test_a_dual_block_call_against_a_fresh_store_equals_the_full_call_at_the_block():
@@ -74,8 +74,8 @@ def test_a_prefix_block_call_attends_to_the_stored_prefix_and_the_fresh_block_on
         cos, sin = model.rotary_emb(CONFIG.length, x.device)
         for layer, unit in enumerate(model.blocks):
             q, k, v = unit.qkv(h, cos[start : start + width], sin[start : start + width])
-            keys = torch.cat([store.keys[:, layer, :, :start], k], dim=2)  # (B, H, start + width, hd)
-            values = torch.cat([store.values[:, layer, :, :start], v], dim=2)
+            keys = torch.cat([store.keys[layer, :, :start].transpose(1, 2), k], dim=2)  # (B, H, start + width, hd)
+            values = torch.cat([store.values[layer, :, :start].transpose(1, 2), v], dim=2)
             h = unit.mix(h, torch.nn.functional.scaled_dot_product_attention(q, keys, values))
         by_hand = model.head(h).reshape(-1, 16)
     assert torch.allclose(block, by_hand, atol=1e-5)
@@ -102,3 +102,21 @@ def test_the_rotary_angles_at_given_positions_are_those_of_the_full_length():
     cos, sin = model.rotary_emb(16, torch.device("cpu"))  # (L, hd)
     picked_cos, picked_sin = model.rotary_emb.at(torch.tensor([[3, 7], [0, 15]]))  # (2, 2, hd)
     assert torch.equal(picked_cos[1, 1], cos[15]) and torch.equal(picked_sin[0, 0], sin[3])
+
+
+def test_a_block_call_writes_the_blocks_fresh_keys_and_values_into_the_store():
+    """In place, so that block decoding copies nothing; the next call over the block overwrites them first."""
+    model, x = network(), tokens()
+    positions = blocks([4, 4, 4], 4)
+    changed = x.clone()
+    changed[:, 4:8] = (x[:, 4:8] + 1) % 16
+    where = torch.ones(3, 4, dtype=torch.bool)
+    with torch.inference_mode():
+        _, store = model.log_probs_keeping_kv(x, torch.zeros_like(x, dtype=torch.bool))
+        before = store.keys.clone()
+        first = model.block_log_probs_at(changed[:, 4:8], positions, store, KVMode.dual, where)
+        _, exact = model.log_probs_keeping_kv(changed, torch.zeros_like(x, dtype=torch.bool))
+        again = model.block_log_probs_at(changed[:, 4:8], positions, store, KVMode.dual, where)
+    assert torch.allclose(store.keys[0, :, 4:8], exact.keys[0, :, 4:8], atol=1e-5)  # the first layer's: exact
+    assert torch.equal(store.keys[:, :, :4], before[:, :, :4]) and torch.equal(store.keys[:, :, 8:], before[:, :, 8:])
+    assert torch.allclose(first, again, atol=1e-6)
