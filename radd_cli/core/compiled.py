@@ -18,7 +18,8 @@ import shutil
 
 import torch
 
-TRUNK_CALLS = ("trunk", "trunk_keeping_kv", "block_trunk")
+# The trunk calls, with the batch dimension of each tensor argument (kept keys and values are layer-major).
+TRUNK_CALLS = {"trunk": (0,), "trunk_keeping_kv": (0,), "block_trunk": (0, 0, 1, 1)}
 
 
 def compile_unavailable(device: torch.device) -> str | None:
@@ -39,8 +40,9 @@ def compile_for_inference(model: torch.nn.Module, device: torch.device, backend:
     if reason is not None:
         return f"running without --compile: {reason}"
     mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
-    for name in TRUNK_CALLS:
-        setattr(model, name, _BatchDynamic(torch.compile(getattr(model, name), backend=backend, mode=mode)))
+    for name, batch_dims in TRUNK_CALLS.items():
+        compiled = torch.compile(getattr(model, name), backend=backend, mode=mode)
+        setattr(model, name, _BatchDynamic(compiled, batch_dims))
     return None
 
 
@@ -49,15 +51,14 @@ def is_compiled(model: torch.nn.Module) -> bool:
 
 
 class _BatchDynamic:
-    """A compiled call whose tensor arguments' first (batch) dimension is marked dynamic."""
+    """A compiled call whose tensor arguments have their batch dimension (`batch_dims`, in order) marked dynamic."""
 
-    def __init__(self, compiled):
-        self.compiled = compiled
+    def __init__(self, compiled, batch_dims: tuple[int, ...]):
+        self.compiled, self.batch_dims = compiled, batch_dims
 
     def __call__(self, *args):
-        for value in args:
-            if isinstance(value, torch.Tensor):
-                torch._dynamo.maybe_mark_dynamic(value, 0)
+        for value, dim in zip(args, self.batch_dims):
+            torch._dynamo.maybe_mark_dynamic(value, dim)
         return self.compiled(*args)
 
 
