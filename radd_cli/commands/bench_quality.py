@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from radd_cli.commands.bench import _check_outputs, _pyplot, _write_json
+from radd_cli.commands.bench import _check_outputs, _kv_modes, _pyplot, _write_json
 from radd_cli.commands.loading import load_model
 from radd_cli.commands.options import (
     BatchSizeOption,
@@ -23,7 +23,6 @@ from radd_cli.device import Precision
 from radd_cli.errors import ConfigError
 from radd_cli.evaluation import sampler_sweep
 from radd_cli.files import write_atomically
-from radd_cli.core.kv_cache import KVMode
 from radd_cli.sampling import SAMPLERS, SamplingConfig, generate
 
 
@@ -39,8 +38,8 @@ def bench_quality(
     ] = 0,
     kv_cache: Annotated[
         str,
-        typer.Option("--kv-cache", help="Run every block-decoding setting with each of these key/value cache modes "
-                     "(comma-separated: none, prefix, dual)."),
+        typer.Option("--kv-cache", help="Run every block-decoding setting without the key/value cache and with each of "
+                     "these modes (comma-separated: prefix, dual)."),
     ] = "none",
     seed: Annotated[int, typer.Option("--seed", min=0, help="Sample i of every setting uses seed + i.")] = 0,
     device: DeviceOption = "auto",
@@ -101,13 +100,6 @@ def _chosen_rows(only: str | None) -> list[tuple[str, dict]]:
     if not wanted or unknown:
         raise ConfigError(f"--only {only!r}: give samplers among {', '.join(SAMPLERS)}, comma-separated")
     return [(method, settings) for method, settings in sampler_sweep.SWEEP if method in wanted]
-
-
-def _kv_modes(text: str) -> list[str]:
-    wanted = [name.strip() for name in text.split(",") if name.strip()]
-    if not wanted or any(name not in KVMode.names() for name in wanted):
-        raise ConfigError(f"--kv-cache {text!r}: give modes among {', '.join(KVMode.names())}, comma-separated")
-    return list(dict.fromkeys(wanted))
 
 
 def _table(rows, reference, model: str, samples: int, length: int) -> Table:
