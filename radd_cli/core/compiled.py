@@ -38,7 +38,7 @@ def compile_for_inference(model: torch.nn.Module, device: torch.device, backend:
     one-line reason why it stays eager. (`backend`: TorchDynamo's; the tests trace with "eager".)"""
     reason = compile_unavailable(device) if backend == "inductor" else None
     if reason is not None:
-        return f"running without --compile: {reason}"
+        return f"compile is not used: {reason}"
     mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
     for name, batch_dims in TRUNK_CALLS.items():
         compiled = torch.compile(getattr(model, name), backend=backend, mode=mode)

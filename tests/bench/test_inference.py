@@ -42,6 +42,6 @@ def test_bench_eval_compile_says_why_it_cannot_compile(monkeypatch, tmp_path):
     result = run("eval", "--size", "tiny", "--batch-size", 2, "--batches", 1, "--compile", "--device", "cpu",
                  "--json", tmp_path / "c.json")
     assert result.exit_code == 0, result.output
-    assert "running without --compile: torch.compile on the CPU needs a C++ compiler" in result.output
+    assert "compile is not used: torch.compile on the CPU needs a C++ compiler" in result.output
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["eager_ms"] > 0 and report["compiled_ms"] is None and report["fallback"]

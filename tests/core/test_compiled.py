@@ -41,7 +41,7 @@ def test_without_a_compiler_the_model_stays_eager_and_the_reason_is_one_line(mon
     monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
     model = network()
     reason = compiled.compile_for_inference(model, torch.device("cpu"))
-    assert reason == "running without --compile: torch.compile on the CPU needs a C++ compiler (g++ or clang++), " \
+    assert reason == "compile is not used: torch.compile on the CPU needs a C++ compiler (g++ or clang++), " \
         "and none is on the PATH"
     assert not compiled.is_compiled(model)
     compiled.warm_up(model, 16, block_length=4)  # does nothing on an eager model
