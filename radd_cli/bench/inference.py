@@ -34,7 +34,9 @@ class KVRow:
     full_calls: float  # of which full calls per sequence (all of them without the cache)
     seconds: float  # median wall time of the batch
     tokens_per_second: float
-    speedup: float | None = None  # over kv_cache none, same settings
+    cpu_seconds: float  # median processor time of this process (robust to a shared machine's load when single-threaded)
+    speedup: float | None = None  # over kv_cache none, same settings, by wall time
+    cpu_speedup: float | None = None  # the same by processor time
 
 
 def bench_kv_cache(
@@ -57,12 +59,12 @@ def bench_kv_cache(
     `repeats` times interleaved across the modes (median kept)."""
     rows = []
     for steps in steps_list:
-        found: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
+        found: dict[str, list[tuple[float, float, float, float]]] = {mode: [] for mode in modes}
         for _ in range(repeats):
             for mode in modes:
                 extra = dict(settings or {}, **({"steps": steps} if steps is not None else {}))
                 synchronize(device)
-                started = time.perf_counter()
+                started, processor = time.perf_counter(), time.process_time()
                 with autocast(device, precision):
                     result = sample(
                         model, schedule, num_samples=batch_size, length=length, method=method, block_length=block_length,
@@ -70,14 +72,16 @@ def bench_kv_cache(
                     )
                 synchronize(device)
                 full = result.refreshes / batch_size if result.refreshes is not None else result.nfe
-                found[mode].append((result.nfe, full, time.perf_counter() - started))
+                found[mode].append((result.nfe, full, time.perf_counter() - started, time.process_time() - processor))
         for mode in modes:
-            calls, full, _ = found[mode][0]
-            seconds = statistics.median(t for *_, t in found[mode])
-            rows.append(KVRow(method, steps, block_length, mode, calls, full, seconds, batch_size * length / seconds))
+            calls, full, _, _ = found[mode][0]
+            seconds = statistics.median(t for _, _, t, _ in found[mode])
+            cpu = statistics.median(c for *_, c in found[mode])
+            rows.append(KVRow(method, steps, block_length, mode, calls, full, seconds, batch_size * length / seconds, cpu))
         baseline = next((row for row in rows[-len(modes):] if row.kv_cache == "none"), None)
         for row in rows[-len(modes):]:
             row.speedup = baseline.seconds / row.seconds if baseline else None
+            row.cpu_speedup = baseline.cpu_seconds / row.cpu_seconds if baseline else None
     return rows
 
 

@@ -121,11 +121,12 @@ def _bench_kv(network, schedule, method, steps, block_length, modes, batch_size,
     )
     table = Table(title=f"radd bench sample --kv-cache: {label}, {method} by blocks of {block_length}, "
                         f"batch {batch_size} × {length} on {target}")
-    for column in ("steps", "kv cache", "calls/seq", "full calls/seq", "seconds", "tokens/s", "× none"):
+    for column in ("steps", "kv cache", "calls/seq", "full calls/seq", "seconds", "tokens/s", "× none", "CPU s", "× none (CPU)"):
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(str(row.steps or "-"), row.kv_cache, f"{row.calls:.1f}", f"{row.full_calls:.1f}",
-                      f"{row.seconds:.2f}", f"{row.tokens_per_second:,.1f}", f"{row.speedup:.2f}")
+                      f"{row.seconds:.2f}", f"{row.tokens_per_second:,.1f}", f"{row.speedup:.2f}",
+                      f"{row.cpu_seconds:.2f}", f"{row.cpu_speedup:.2f}")
     out.print(table)
     payload = {"benchmark": "sample-kv-cache", "model": label, "method": str(method), "block_length": block_length,
                "batch_size": batch_size, "length": length, "repeats": repeats,
