@@ -80,12 +80,30 @@ def main(folder: Path) -> None:
         )
         if train.get("mfu"):
             rows.append(("  MFU", f"{100 * train['mfu']:.1f}% of {train['peak_tflops']:.0f} TFLOP/s", "~16%", None, ""))
+    rows += _inference_rows(folder)
     sharded_run = "works (2 steps, resumed for a 3rd, final/ loads)" if (folder / "sharded-run.ok").is_file() else "FAILED"
     rows.append(("sharded (FSDP) run on CUDA, save/resume/export", sharded_run, "-", None, "works"))
     print(f"\n{evaluation['device_name']}, torch {evaluation['torch']}\n")
     print("| measure | radd | published | speedup | target |\n|---|---|---|---|---|")
     for name, ours, theirs, ratio, target in rows:
         print(f"| {name} | {ours} | {theirs} | {'' if ratio is None else f'{ratio:.2f}x'} | {target} |")
+
+
+def _inference_rows(folder: Path) -> list[tuple]:
+    """The key/value cache and compiled-inference rows, when gpu.sh produced them."""
+    rows = []
+    if (folder / "sample_kv.json").is_file():
+        kv = json.loads((folder / "sample_kv.json").read_text())
+        for row in kv["rows"]:
+            label = f"tweedie by blocks of {kv['block_length']}, batch {kv['batch_size']}, kv cache {row['kv_cache']}"
+            rows.append((label, f"{row['tokens_per_second']:,.0f} tokens/s ({row['full_calls']:.0f} of "
+                         f"{row['calls']:.0f} calls full)", "-", row["speedup"], ">= 4x (dual)" if row["kv_cache"] == "dual" else ""))
+    if (folder / "eval_compiled.json").is_file():
+        compiled = json.loads((folder / "eval_compiled.json").read_text())
+        if compiled.get("compiled_ms"):
+            rows.append(("sampling call, batch 16 x 1024, compiled", f"{compiled['compiled_ms']:.1f} ms (eager "
+                         f"{compiled['eager_ms']:.1f} ms)", "-", compiled["speedup"], ">= 1.3x"))
+    return rows
 
 
 if __name__ == "__main__":

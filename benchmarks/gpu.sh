@@ -20,6 +20,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 radd bench eval --size small --batch-size 16 --precision bf16 --batches 20 --json "$out/eval.json"
 # Sampling 1024 and 2048 steps at batch 16, cache on and off (published: 42.1 s and 71.0 s, cache on).
 radd bench sample --size small --batch-size 16 --steps 1024,2048 --precision bf16 --repeats 1 --json "$out/sample.json"
+# The key/value cache: tweedie by blocks of 128 over 1024 tokens, batch 8, without it, prefix and dual (target: dual >= 4x).
+radd bench sample --size small --batch-size 8 --precision bf16 --steps 256 --block-length 128 --kv-cache none,prefix,dual \
+    --repeats 1 --json "$out/sample_kv.json" || echo "the key/value cache benchmark failed"
+# Compiled inference (CUDA graphs): the sampling call at batch 16 x 1024, eager against compiled.
+radd bench eval --size small --batch-size 16 --precision bf16 --batches 20 --compile --json "$out/eval_compiled.json" \
+    || echo "the compiled sampling call failed; the table shows no compiled row"
 # Training step, batch 32 x 1024, lambda-DCE (published: 148k tokens/s, 42.8 GB), eager and compiled.
 radd bench train --size small --batch-size 32 --precision bf16 --steps 10 --warmup 3 --json "$out/train.json"
 radd bench train --size small --batch-size 32 --precision bf16 --steps 10 --warmup 5 --compile --json "$out/train_compiled.json" \

@@ -12,6 +12,10 @@ served runs; the table shows medians. Served texts are checked equal to the offl
 
     python benchmarks/serve_throughput.py                       # 1, 4 and 16 clients, 3 rounds
     python benchmarks/serve_throughput.py --clients 16 --rounds 1 --json serve.json
+    python benchmarks/serve_throughput.py --clients 16 --block-length 32 --kv-cache dual   # with the key/value cache
+
+With --block-length and --kv-cache, both sides decode by blocks with that cache (the server's defaults, and
+the offline SamplingConfig). Offline runs in the server's precision (auto: bf16 on CPUs with native bf16).
 """
 
 from __future__ import annotations
@@ -50,17 +54,18 @@ def tiny_model(folder: Path) -> Path:
     return folder
 
 
-def offline(loaded, seeds: list[int], batch_size: int) -> tuple[float, list[str]]:
+def offline(loaded, seeds: list[int], batch_size: int, config: SamplingConfig) -> tuple[float, list[str]]:
     started = time.perf_counter()
-    result = generate(
-        loaded.model,
-        loaded.schedule,
-        SamplingConfig(),
-        num_samples=len(seeds),
-        length=loaded.model.config.length,
-        seeds=seeds,
-        batch_size=batch_size,
-    )
+    with loaded.autocast():
+        result = generate(
+            loaded.model,
+            loaded.schedule,
+            config,
+            num_samples=len(seeds),
+            length=loaded.model.config.length,
+            seeds=seeds,
+            batch_size=batch_size,
+        )
     seconds = time.perf_counter() - started
     return seconds, [loaded.tokenizer.decode(row.tolist()) for row in result.tokens]
 
@@ -102,8 +107,12 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, offline and in the server")
+    parser.add_argument("--block-length", type=int, help="decode by blocks of this many positions (server and offline)")
+    parser.add_argument("--kv-cache", default="none", choices=["none", "prefix", "dual"], help="with --block-length")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    config = SamplingConfig(block_length=args.block_length, kv_cache=args.kv_cache)
+    sampling = ["--kv-cache", args.kv_cache] + (["--block-length", str(args.block_length)] if args.block_length else [])
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the server's process
     with tempfile.TemporaryDirectory() as scratch:
@@ -111,13 +120,14 @@ def main() -> None:
         loaded = load_for_inference(str(model), "cpu")
         length = loaded.model.config.length
         batch = str(max(args.clients))
-        with running_server(model, Path(scratch), "--name", "tiny", "--max-batch-size", batch, "--log-level", "warning") as live:
+        options = ["--name", "tiny", "--max-batch-size", batch, "--log-level", "warning", *sampling]
+        with running_server(model, Path(scratch), *options) as live:
             served(live.api, list(range(4)), 4, length)  # warm up
             runs = {c: {"offline": [], "served": [], "latency": []} for c in args.clients}
             for round_ in range(args.rounds):
                 for clients in args.clients:
                     seeds = list(range(1000 * round_, 1000 * round_ + clients * args.requests_per_client))
-                    offline_seconds, expected = offline(loaded, seeds, clients)
+                    offline_seconds, expected = offline(loaded, seeds, clients, config)
                     served_seconds, latencies, texts = served(live.api, seeds, clients, length)
                     assert texts == expected, "a served sample differs from its offline sample"
                     tokens = len(seeds) * length
@@ -151,7 +161,8 @@ def report(runs: dict, args) -> None:
         )
     print("served samples identical to offline ones for the same seeds: yes")
     if args.json:
-        write_text(args.json, json.dumps({"rounds": args.rounds, "rows": rows}, indent=2) + "\n")
+        settings = {"block_length": args.block_length, "kv_cache": args.kv_cache}
+        write_text(args.json, json.dumps({"rounds": args.rounds, **settings, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

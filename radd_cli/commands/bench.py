@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from radd_cli.bench import inference as bench_inference
 from radd_cli.bench import timing as benchmark
 from radd_cli.bench.timing import Size
 from radd_cli.commands.options import (
@@ -22,6 +23,7 @@ from radd_cli.commands.options import (
     check_writable,
 )
 from radd_cli.console import err, out, progress_bar
+from radd_cli.core.kv_cache import KVMode
 from radd_cli.core.losses import Loss, TrainingLoss
 from radd_cli.core.model import RADD, Attention, ModelShape, shape_values
 from radd_cli.core.schedule import get_schedule
@@ -30,7 +32,7 @@ from radd_cli.errors import ConfigError
 from radd_cli.files import write_atomically, write_text
 from radd_cli.io.inference import load_for_inference
 from radd_cli.io.pretrained import load
-from radd_cli.sampling import SAMPLERS
+from radd_cli.sampling import SAMPLERS, Method
 from radd_cli.training.recipe import Recipe, TrainingSection
 from radd_cli.training.runtime import Sharding, build_runtime
 
@@ -118,6 +120,38 @@ def _bench_methods(network, schedule, methods, steps, batch_size, length, target
     _write_json(json_path, payload)
 
 
+def _kv_modes(text: str) -> list[str]:
+    wanted = [name.strip() for name in text.split(",") if name.strip()]
+    if not wanted or any(name not in KVMode.names() for name in wanted):
+        raise ConfigError(f"--kv-cache {text!r}: give modes among {', '.join(KVMode.names())}, comma-separated")
+    return ["none", *[name for name in wanted if name != "none"]]  # the baseline first
+
+
+def _bench_kv(network, schedule, method, steps, block_length, modes, batch_size, length, target, precision, label, seed,
+              repeats, json_path):
+    takes_steps = "steps" in SAMPLERS[method].settings
+    if "kv_cache" not in SAMPLERS[method].settings:
+        raise ConfigError(f"--kv-cache: --method {method} does not decode by blocks")
+    rows = bench_inference.bench_kv_cache(
+        network, schedule, method=str(method), steps_list=steps if takes_steps else [None], block_length=block_length,
+        modes=modes, batch_size=batch_size, length=length, device=target, precision=precision,
+        settings=benchmark.METHOD_SETTINGS.get(str(method)), seed=seed, repeats=repeats,
+    )
+    table = Table(title=f"radd bench sample --kv-cache: {label}, {method} by blocks of {block_length}, "
+                        f"batch {batch_size} × {length} on {target}")
+    for column in ("steps", "kv cache", "calls/seq", "full calls/seq", "seconds", "tokens/s", "× none", "CPU s", "× none (CPU)"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(str(row.steps or "-"), row.kv_cache, f"{row.calls:.1f}", f"{row.full_calls:.1f}",
+                      f"{row.seconds:.2f}", f"{row.tokens_per_second:,.1f}", f"{row.speedup:.2f}",
+                      f"{row.cpu_seconds:.2f}", f"{row.cpu_speedup:.2f}")
+    out.print(table)
+    payload = {"benchmark": "sample-kv-cache", "model": label, "method": str(method), "block_length": block_length,
+               "batch_size": batch_size, "length": length, "repeats": repeats,
+               **benchmark.environment(target, precision, network), "rows": [vars(r) for r in rows]}
+    _write_json(json_path, payload)
+
+
 def _write_json(path: Path | None, payload: dict) -> None:
     if path is not None:
         write_text(path, json.dumps(payload, indent=2) + "\n")
@@ -149,13 +183,27 @@ def bench_sample(
         Optional[str],
         typer.Option("--methods", help="Instead: time per network call of these samplers (comma-separated) against tweedie's."),
     ] = None,
+    kv_cache: Annotated[
+        Optional[str],
+        typer.Option("--kv-cache", help="Instead: time --method by blocks of --block-length with these key/value cache "
+                     "modes side by side (comma-separated, e.g. none,dual)."),
+    ] = None,
+    block_length: Annotated[
+        int, typer.Option("--block-length", min=1, help="With --kv-cache: positions per block.")
+    ] = 32,
+    method: Annotated[Method, typer.Option("--method", help="With --kv-cache: the block sampler to time.")] = Method.tweedie,
 ) -> None:
     """Sampling with the cache on and off: NFE measured vs E-NFE, time, tokens/s, speedups; or, with
-    --methods, each sampler's time per network call against cached tweedie's at the same batch."""
+    --methods, each sampler's time per network call against cached tweedie's at the same batch; or, with
+    --kv-cache, a block sampler with and without the key/value cache."""
     step_counts = _steps_list(steps)
     chosen = _methods_list(methods) if methods is not None else None
+    modes = _kv_modes(kv_cache) if kv_cache is not None else None
     _check_outputs(json_path, force, plot)
     network, schedule, target, precision, label, length = _model(model, size, length, device, precision, Work.sample)
+    if modes is not None:
+        return _bench_kv(network, schedule, method, step_counts, block_length, modes, batch_size, length, target,
+                         precision, label, seed, repeats, json_path)
     if chosen is not None:
         return _bench_methods(network, schedule, chosen, step_counts, batch_size, length, target, precision, label, seed, repeats, json_path)
     with timing_bar() as progress:
@@ -329,10 +377,16 @@ def bench_eval(
     precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
     force: ForceOption = False,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="Instead: the sampling call eager and compiled, side by side.")
+    ] = False,
 ) -> None:
-    """Forward time per batch and tokens/s of the Monte-Carlo objective."""
+    """Forward time per batch and tokens/s of the Monte-Carlo objective; or, with --compile, the network call
+    that sampling makes, eager against compiled."""
     _check_outputs(json_path, force)
     network, schedule, target, precision, label, length = _model(model, size, length, device, precision, Work.eval)
+    if compile:
+        return _bench_compile(network, batch_size, length, batches, target, precision, label, json_path)
     with timing_bar() as progress:
         result = benchmark.bench_eval(
             network,
@@ -353,4 +407,22 @@ def bench_eval(
     _write_json(
         json_path,
         {"benchmark": "eval", "model": label, **benchmark.environment(target, precision, network), **vars(result)},
+    )
+
+
+def _bench_compile(network, batch_size, length, batches, target, precision, label, json_path) -> None:
+    row = bench_inference.bench_compile(
+        network, batch_size=batch_size, length=length, device=target, precision=precision, repeats=batches
+    )
+    if row.fallback:
+        err.print(row.fallback, markup=False, highlight=False)
+    table = Table(title=f"radd bench eval --compile: {label}, batch {batch_size} × {length} on {target}", show_header=False)
+    table.add_row("sampling call", f"log-probs at {row.positions} positions of each row")
+    table.add_row("eager", f"{row.eager_ms:.1f} ms")
+    if row.compiled_ms is not None:
+        table.add_row("compiled", f"{row.compiled_ms:.1f} ms ({row.speedup:.2f}×), after {row.compile_seconds:.0f} s compiling")
+    out.print(table)
+    _write_json(
+        json_path,
+        {"benchmark": "eval-compile", "model": label, **benchmark.environment(target, precision, network), **vars(row)},
     )

@@ -8,9 +8,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from radd_cli.commands.bench import _check_outputs, _pyplot, _write_json
+from radd_cli.commands.bench import _check_outputs, _kv_modes, _pyplot, _write_json
+from radd_cli.commands.loading import load_model
 from radd_cli.commands.options import (
     BatchSizeOption,
+    CompileOption,
     DeviceOption,
     ForceOption,
     JsonOption,
@@ -23,7 +25,6 @@ from radd_cli.device import Precision, Work
 from radd_cli.errors import ConfigError
 from radd_cli.evaluation import sampler_sweep
 from radd_cli.files import write_atomically
-from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import SAMPLERS, SamplingConfig, generate
 
 
@@ -38,27 +39,37 @@ def bench_quality(
     windows: Annotated[
         int, typer.Option("--windows", min=0, help="Also write this many model lengths window by window and compare the seams.")
     ] = 0,
+    kv_cache: Annotated[
+        str,
+        typer.Option("--kv-cache", help="Run every block-decoding setting without the key/value cache and with each of "
+                     "these modes (comma-separated: prefix, dual)."),
+    ] = "none",
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     json_path: JsonOption = None,
     force: ForceOption = False,
     plot: Annotated[
-        Optional[Path], typer.Option("--plot", help="Write quality against network calls to this PNG.")
+        Optional[Path], typer.Option("--plot", help="Write quality against network calls and wall time to this PNG.")
     ] = None,
     samples_alias: Annotated[Optional[int], typer.Option("--samples", min=2, hidden=True)] = None,  # 0.2's name
     only_alias: Annotated[Optional[str], typer.Option("--only", hidden=True)] = None,  # 0.2's name
+    compile: CompileOption = False,
 ) -> None:
-    """Sample quality against network calls for every sampler and a sweep of its settings.
+    """Sample quality against network calls and wall time for every sampler and a sweep of its settings.
 
     On the built-in Markov language (`radd train --recipe markov`) the samples are scored exactly: NLL per
-    token under the true chain, forbidden transitions and entropy; on other models, entropy and distinct-n.
+    token under the true language, forbidden transitions and entropy; on other models, entropy and distinct-n.
     """
     samples = samples_alias if samples_alias is not None else num_samples
-    rows = _chosen_rows(only_alias if only_alias is not None else methods)
+    chosen = _chosen_rows(only_alias if only_alias is not None else methods)
+    modes = _kv_modes(kv_cache)
     _check_outputs(json_path, force, plot)
-    loaded = load_for_inference(model, device, precision, Work.sample)
+    loaded = load_model(model, device, precision, Work.sample, compile)
     length = loaded.model.config.length
+    rows = sampler_sweep.sweep_rows(chosen, length, modes)
+    if compile:
+        loaded.warm_up(length, next((s["block_length"] for _, s in rows if "kv_cache" in s), None))
     with progress_bar(transient=True) as bar:
         task = bar.add_task("sweeping", total=len(rows))
         found = sampler_sweep.run_sweep(
@@ -74,6 +85,7 @@ def bench_quality(
         "task": "markov" if exact else "text",
         "samples": samples,
         "length": length,
+        "kv_cache": modes,
         "rows": [vars(row) | {"label": row.label} for row in found],
         "reference": vars(reference) if reference else None,
     }
@@ -100,12 +112,13 @@ def _chosen_rows(only: str | None) -> list[tuple[str, dict]]:
 def _table(rows, reference, model: str, samples: int, length: int) -> Table:
     exact = reference is not None
     table = Table(title=f"radd bench quality: {model}, {samples} samples × {length} tokens per setting")
-    columns = ["sampler", "calls/seq", "seconds", "entropy"]
+    columns = ["sampler", "calls/seq", "full calls/seq", "seconds", "entropy"]
     columns += ["NLL/token ± se", "forbidden % ± se"] if exact else ["distinct-2", "distinct-4"]
     for column in [*columns, "Pareto"]:
         table.add_column(column, justify="left" if column == "sampler" else "right")
     for row in [*rows, *([reference] if exact else [])]:
-        cells = [row.label, f"{row.calls_per_sequence:.1f}", f"{row.seconds:.2f}", f"{row.entropy:.3f}"]
+        full = row.full_calls_per_sequence if row.full_calls_per_sequence is not None else row.calls_per_sequence
+        cells = [row.label, f"{row.calls_per_sequence:.1f}", f"{full:.1f}", f"{row.seconds:.2f}", f"{row.entropy:.3f}"]
         if exact:
             cells += [f"{row.nll_per_token:.4f} ± {row.nll_se:.4f}", f"{100 * row.forbidden_rate:.2f} ± {100 * row.forbidden_se:.2f}"]
         else:
@@ -114,16 +127,24 @@ def _table(rows, reference, model: str, samples: int, length: int) -> Table:
     return table
 
 
-def _report_matches(rows) -> list[str]:
-    """Which settings match exact tweedie at 1024 steps with at most a third of its calls."""
+def _report_matches(rows) -> list[dict]:
+    """Which settings match exact tweedie at 1024 steps (NLL and forbidden rate within two standard errors), and
+    at what fraction of its calls and wall time."""
     references = [row for row in rows if (row.method, row.settings) == sampler_sweep.REFERENCE]
     if not references:
         return []
-    found = [row.label for row in rows if sampler_sweep.matches(row, references[0])]
-    err.print(
-        f"matching {references[0].label} within two standard errors with at most a third of its calls: "
-        + (", ".join(found) if found else "none")
-    )
+    reference = references[0]
+    found = [
+        {
+            "label": row.label,
+            "fewer_calls": reference.calls_per_sequence / row.calls_per_sequence,
+            "less_time": reference.seconds / row.seconds,
+        }
+        for row in rows
+        if row is not reference and sampler_sweep.matches(row, reference)
+    ]
+    shown = [f"{m['label']} ({m['fewer_calls']:.1f}× fewer calls, {m['less_time']:.1f}× less time)" for m in found]
+    err.print(f"matching {reference.label} within two standard errors: " + ("; ".join(shown) if shown else "none"))
     return found
 
 
@@ -147,30 +168,43 @@ def _seams(loaded, windows: int, samples: int, batch_size: int, seed: int, exact
 
 
 def _plot(rows, reference, path: Path) -> None:
+    """Each quality measure (a row of panels) against network calls and against wall time (the columns)."""
     plt = _pyplot()
     exact = reference is not None
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     measures = (
-        [("forbidden_rate", "forbidden-transition rate"), ("nll_per_token", "NLL per token under the chain")]
+        [("forbidden_rate", "forbidden-transition rate"), ("nll_per_token", "NLL per token under the language")]
         if exact
         else [("entropy", "unigram entropy (nats)"), ("distinct4", "distinct-4")]
     )
-    for axis, (name, label) in zip(axes, measures):
-        def value(row):
-            return row.distinct[4] if name == "distinct4" else getattr(row, name)
+    costs = [("calls_per_sequence", "network calls per sequence"), ("seconds", "wall time (s)")]
+    figure, axes = plt.subplots(len(measures), len(costs), figsize=(11, 8), squeeze=False)
 
-        for method in dict.fromkeys(row.method for row in rows):
-            chosen = sorted((row for row in rows if row.method == method), key=lambda row: row.calls_per_sequence)
-            axis.plot([r.calls_per_sequence for r in chosen], [value(r) for r in chosen], marker="o", label=method)
-        frontier = sorted((row for row in rows if row.pareto), key=lambda row: row.calls_per_sequence)
-        axis.plot([r.calls_per_sequence for r in frontier], [value(r) for r in frontier], "k--", lw=1, label="Pareto frontier")
-        axis.scatter([r.calls_per_sequence for r in frontier], [value(r) for r in frontier], s=90, facecolors="none", edgecolors="k")
-        if exact:
-            axis.axhline(value(reference), color="grey", lw=1, ls=":", label="the chain itself")
-        axis.set_xscale("log")
-        axis.set_xlabel("network calls per sequence")
-        axis.set_ylabel(label)
-    axes[0].legend(fontsize=7)
+    def value(row, name):
+        return row.distinct[4] if name == "distinct4" else getattr(row, name)
+
+    for (name, label), panel_row in zip(measures, axes):
+        for (cost, cost_label), axis in zip(costs, panel_row):
+            for line in dict.fromkeys(_line_of(row) for row in rows):
+                chosen = sorted((row for row in rows if _line_of(row) == line), key=lambda row: getattr(row, cost))
+                axis.plot([getattr(r, cost) for r in chosen], [value(r, name) for r in chosen], marker="o", label=line)
+            if cost == "calls_per_sequence":
+                frontier = sorted((row for row in rows if row.pareto), key=lambda row: row.calls_per_sequence)
+                xs, ys = [r.calls_per_sequence for r in frontier], [value(r, name) for r in frontier]
+                axis.plot(xs, ys, "k--", lw=1, label="Pareto frontier (calls)")
+                axis.scatter(xs, ys, s=90, facecolors="none", edgecolors="k")
+            if exact:
+                axis.axhline(value(reference, name), color="grey", lw=1, ls=":", label="the language itself")
+            axis.set_xscale("log")
+            axis.set_xlabel(cost_label)
+            axis.set_ylabel(label)
+    axes[0][0].legend(fontsize=6)
     figure.tight_layout()
     write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=120))
     err.print(f"wrote {path}")
+
+
+def _line_of(row) -> str:
+    """One plotted line per sampler, block length and cache mode."""
+    extra = [f"blocks of {row.settings['block_length']}"] if "block_length" in row.settings else []
+    extra += [f"kv {row.settings['kv_cache']}"] if "kv_cache" in row.settings else []
+    return f"{row.method} ({', '.join(extra)})" if extra else row.method

@@ -12,8 +12,10 @@ import torch
 import typer
 from rich.table import Table
 
+from radd_cli.commands.loading import load_model
 from radd_cli.commands.options import (
     BatchSizeOption,
+    CompileOption,
     DeviceOption,
     ForceOption,
     JsonOption,
@@ -33,7 +35,6 @@ from radd_cli.device import Precision, Work
 from radd_cli.errors import ConfigError, DataError
 from radd_cli.evaluation.perplexity import DEFAULT_MC_SAMPLES, PerplexityReport, evaluate_perplexity
 from radd_cli.files import write_text
-from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import Method, SamplingConfig, Strategy
 from radd_cli.training.launch import launched_as_one_of_many
 from radd_cli.training.runtime import build_runtime
@@ -66,6 +67,7 @@ def evaluate(
     force: ForceOption = False,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
+    compile: CompileOption = False,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs of this machine to shard the blocks over.")] = 1,
     cache_dir: Annotated[str, typer.Option("--cache-dir", help="Where tokenized data is cached.")] = tokens.DEFAULT_CACHE,
     samples: Annotated[
@@ -122,22 +124,27 @@ def evaluate(
         device,
         precision,
         cache_dir,
+        compile,
     )
 
 
 def default_split(dataset: str) -> str:
-    """The split a published number is reported on: test where there is one, else validation, else all."""
-    splits = sources.source(dataset).splits
-    return next(split for split in ("test", "validation", "all") if split in splits)
+    """The split a published number is reported on: test where there is one, else validation; all of a local file
+    (the user's own text, given to be scored)."""
+    found = sources.source(dataset)
+    if isinstance(found, sources.LocalSource):
+        return "all"
+    return next(split for split in ("test", "validation", "all") if split in found.splits)
 
 
 def _perplexity(
-    model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device, precision, cache_dir
+    model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device, precision, cache_dir,
+    compile,
 ) -> None:
     split = split or default_split(dataset)
     sources.source(dataset).check_split(split)  # before the model is loaded
     runtime = build_runtime(precision, cpu=device == "cpu") if launched_as_one_of_many() else None
-    loaded = load_for_inference(model, str(runtime.device) if runtime else device, precision, Work.eval)
+    loaded = load_model(model, str(runtime.device) if runtime else device, precision, Work.eval, compile)
     length = length if length is not None else loaded.model.config.length
     if length > loaded.model.config.length:
         raise ConfigError(f"--length {length} is longer than the model's training length {loaded.model.config.length}")

@@ -12,6 +12,7 @@ import typer
 from radd_cli.commands.options import (
     BatchSizeOption,
     DeviceOption,
+    ForceOption,
     MethodOption,
     ModelOption,
     PrecisionOption,
@@ -61,9 +62,10 @@ def harness(
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
+    force: ForceOption = False,
 ) -> None:
     """Run lm-evaluation-harness tasks on a radd model: its table on the screen, its results as JSON."""
-    check_writable(output_path, "--output-path")
+    check_writable(output_path, "--output-path", force)
     for folder in include_path or []:
         if not folder.is_dir():
             raise ConfigError(f"--include-path {folder} is not a folder of task YAMLs")

@@ -34,6 +34,14 @@ PrecisionOption = Annotated[
         help="Trunk precision; auto: what this command runs in on this device (docs/guarantees.md, Precision).",
     ),
 ]
+CompileOption = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the network for inference: it compiles once (minutes on a CPU), then runs faster; "
+        "without a compiler it says so and runs as usual.",
+    ),
+]
 JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Replace the output files named here if they exist.")]
 SeedOption = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help=SEED_HELP)]

@@ -16,8 +16,10 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
+from radd_cli.commands.loading import load_model
 from radd_cli.commands.options import (
     BatchSizeOption,
+    CompileOption,
     DeviceOption,
     ForceOption,
     ModelOption,
@@ -29,10 +31,11 @@ from radd_cli.commands.options import (
     setting_options,
 )
 from radd_cli.console import err, out, progress_bar
+from radd_cli.core.kv_cache import KVMode
 from radd_cli.device import Precision, Work
 from radd_cli.errors import ConfigError
 from radd_cli.files import write_text
-from radd_cli.io.inference import LoadedModel, load_for_inference
+from radd_cli.io.inference import LoadedModel
 from radd_cli.sampling import Method, SampleResult, SamplingConfig, check_results_fit, generate, make_sampler
 from radd_cli.sampling.config import from_settings
 
@@ -48,6 +51,7 @@ DRAW_OPTIONS = {
     "seed": (SeedOption, 0),
     "device": (DeviceOption, "auto"),
     "precision": (PrecisionOption, Precision.auto),
+    "compile": (CompileOption, False),
     "output": (OutputOption, None),
     "force": (ForceOption, False),
 }
@@ -63,11 +67,12 @@ class DrawOptions:
     seed: int
     device: str
     precision: Precision
+    compile: bool
     output: Path | None
     force: bool  # replace an --output file that exists
 
     def load(self) -> LoadedModel:
-        return load_for_inference(self.model, self.device, self.precision, Work.sample)
+        return load_model(self.model, self.device, self.precision, Work.sample, self.compile)
 
     def request(self, length: int) -> Request:
         return Request(self.num_samples, self.batch_size, length, self.seed)
@@ -144,6 +149,8 @@ def draw(
 ) -> tuple[SampleResult, float]:
     """Sample with a progress bar; returns (result, seconds)."""
     check_results_fit(request.num_samples, request.length, BYTES_PER_PRINTED_TOKEN)
+    blocks = config.block_length if config.kv_cache != KVMode.none else None
+    loaded.warm_up(request.length, blocks)  # compiling (with --compile) is not sampling time
     with progress_bar(transient=True) as bar:
         task = bar.add_task("sampling", total=request.num_samples)
         started = time.perf_counter()
@@ -178,6 +185,8 @@ def print_summary(
         "samples", f"{request.num_samples} × {request.length} tokens ({config.method}, {sampler.steps} steps)"
     )
     nfe = f"{result.nfe:.1f} measured" + (f", {expected:.1f} expected" if expected is not None else "")
+    if result.refreshes is not None:
+        nfe += f", of which {result.refreshes / request.num_samples:.1f} full calls (kv cache {config.kv_cache})"
     table.add_row("NFE per sequence", nfe + ("" if config.cache else " (cache off)"))
     table.add_row(
         "time",

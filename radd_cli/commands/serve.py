@@ -9,12 +9,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from radd_cli.commands.options import DeviceOption, ModelOption, PrecisionOption, setting_options
+from radd_cli.commands.loading import load_model
+from radd_cli.commands.options import CompileOption, DeviceOption, ModelOption, PrecisionOption, setting_options
 from radd_cli.commands.sampling_io import sampling_command
 from radd_cli.console import err, out
 from radd_cli.device import Precision, Work
 from radd_cli.errors import RaddError
-from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import SamplingConfig
 from radd_cli.serve.settings import LIMITS, ServeSettings
 from radd_cli.validation import Choice
@@ -46,6 +46,7 @@ def serve(
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="uvicorn's log level.")] = LogLevel.info,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
+    compile: CompileOption = False,
 ) -> None:
     """Serve a model over HTTP in the OpenAI completions format (the sampling options are the defaults)."""
     require_serve_extra()
@@ -55,7 +56,8 @@ def serve(
         api_key = os.environ[API_KEY_VARIABLE]
     settings = ServeSettings(name=name if name is not None else model, api_key=api_key, defaults=config, **limits)
     sock = listen(host, port)
-    loaded = load_for_inference(model, device, precision, Work.serve)
+    loaded = load_model(model, device, precision, Work.serve, compile)
+    loaded.warm_up(loaded.model.config.length)  # with --compile, compile before the first request
     app = create_app(loaded, settings)
     address = sock.getsockname()
     out.print(f"radd serve: http://{host}:{address[1]}/v1 serving {settings.name!r}", markup=False, highlight=False)

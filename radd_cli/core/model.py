@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from radd_cli.core.kv_cache import KVMode, KVStore, block_hidden, full_hidden
 from radd_cli.core.scoring import SelectiveScorer
 from radd_cli.errors import ConfigError, Problem, setting
 from radd_cli.validation import Choice, field_problems, limits
@@ -114,9 +115,13 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim))
 
     def forward(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.arange(length, device=device, dtype=self.inv_freq.dtype)
-        freqs = torch.outer(positions, self.inv_freq)  # (L, hd/2)
-        angles = torch.cat((freqs, freqs), dim=-1)  # (L, hd)
+        """cos and sin (L, hd) of positions 0 … L − 1."""
+        return self.at(torch.arange(length, device=device))
+
+    def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin (..., hd) of the given positions (...)."""
+        freqs = positions.to(self.inv_freq.dtype)[..., None] * self.inv_freq  # (..., hd/2)
+        angles = torch.cat((freqs, freqs), dim=-1)  # (..., hd)
         return angles.cos(), angles.sin()
 
 
@@ -126,7 +131,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, L, hd) queries or keys by the (L, hd) angles, in x's dtype."""
+    """Rotate (B, H, L, hd) queries or keys by the (L, hd) — or per row (B, 1, L, hd) — angles, in x's dtype."""
     return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
 
 
@@ -143,17 +148,22 @@ def _cuda_attention_backends() -> list:
     ]
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: Attention) -> torch.Tensor:
-    """Non-causal attention over (B, H, L, hd) tensors, returning (B, H, L, hd)."""
-    if backend == Attention.flash:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: Attention, visible: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Non-causal attention of (B, H, n, hd) queries over (B, H, L, hd) keys and values, returning (B, H, n, hd).
+
+    `visible` (B, 1, 1, L) bool, when given, hides the keys where it is false (SDPA then, whatever the backend).
+    """
+    if backend == Attention.flash and visible is None:
         # flash-attn wants (B, L, H, hd)
         return _flash_attn_func()(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     if q.is_cuda:
         from torch.nn.attention import sdpa_kernel
 
         with sdpa_kernel(_cuda_attention_backends(), set_priority=True):
-            return F.scaled_dot_product_attention(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
 
 
 class Block(nn.Module):
@@ -172,11 +182,23 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(approximate="tanh"), nn.Linear(4 * dim, dim))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x, cos, sin)
+        return self.mix(x, self.attend(q, k, v))
+
+    def attend(self, q, k, v, visible: torch.Tensor | None = None) -> torch.Tensor:
+        return attention(q, k, v, self.backend, visible)
+
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Queries, keys and values (B, H, n, hd) of the (B, n, d) input; queries and keys rotated."""
         batch, length, dim = x.shape
         qkv = self.attn_qkv(self.norm1(x)).view(batch, length, 3, self.n_heads, dim // self.n_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(dim=0)  # each (B, H, L, hd)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        attended = attention(q, k, v, self.backend).transpose(1, 2).reshape(batch, length, dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(dim=0)  # each (B, H, n, hd)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def mix(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The rest of the block after attention: x (B, n, d) and the attended (B, H, n, hd) → (B, n, d)."""
+        batch, length, dim = x.shape
+        attended = attended.transpose(1, 2).reshape(batch, length, dim)
         x = x + F.dropout(self.attn_out(attended), p=self.dropout, training=self.training)
         return x + F.dropout(self.mlp(self.norm2(x)), p=self.dropout, training=self.training)
 
@@ -223,6 +245,14 @@ class RADD(SelectiveScorer):
             x = checkpoint(block, x, cos, sin, use_reentrant=False) if recompute else block(x, cos, sin)
         return x
 
+    def trunk_keeping_kv(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`trunk`, and every layer's keys and values (layers, B, L, H, hd) (core/kv_cache.py)."""
+        return full_hidden(self, tokens)
+
+    def block_trunk(self, tokens, positions, keys, values, prefix: bool) -> torch.Tensor:
+        """Hidden states (B, n, d) of a block against stored keys and values (core/kv_cache.block_hidden)."""
+        return block_hidden(self, tokens, positions, keys, values, prefix)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits (..., V) of the real tokens; the mask column of the projection is never computed."""
         linear = self.output_layer.linear
@@ -256,7 +286,10 @@ class RADD(SelectiveScorer):
         Only those positions go through the output projection, in float32 outside training: they feed
         the float64 draws of the samplers and the NLL sums of evaluation.
         """
-        hidden = self._selected_hidden(tokens, where)
+        return self._project(self._selected_hidden(tokens, where))
+
+    def _project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output layer over (N, d) hidden states (on tiles of `head_tile` positions when set): (N, V)."""
         with self._head_precision(hidden):
             if self.head_tile is None or self.training:
                 return self.head(hidden)
@@ -279,6 +312,19 @@ class RADD(SelectiveScorer):
         hidden = self._selected_hidden(tokens, where)
         with self._head_precision(hidden):
             return self._target_log_probs(hidden, targets)
+
+    def log_probs_keeping_kv(self, tokens: torch.Tensor, where: torch.Tensor) -> tuple[torch.Tensor, KVStore]:
+        """`log_probs_at` (N, V), and every layer's keys and values for block calls (core/kv_cache.py)."""
+        hidden, keys, values = self.trunk_keeping_kv(tokens)
+        return self._project(hidden[where].float()), KVStore(keys, values)
+
+    def block_log_probs_at(
+        self, tokens: torch.Tensor, positions: torch.Tensor, store: KVStore, mode: KVMode, where: torch.Tensor
+    ) -> torch.Tensor:
+        """Log-probs (N, V) at the true entries of `where` (B, n) among a block's `tokens` (B, n) at `positions`
+        (B, n), computed against the keys and values of `store` (core/kv_cache.py)."""
+        hidden = self.block_trunk(tokens, positions, store.keys, store.values, mode == KVMode.prefix)[where].float()
+        return self._project(hidden)
 
     def _selected_hidden(self, tokens: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         hidden = self.trunk(tokens)[where]  # (N, d)

@@ -38,7 +38,13 @@ AUTO_MAP = {
     "AutoModelForMaskedLM": "modeling_radd.RaddForMaskedLM",
 }
 # radd's network and what it imports of radd, in dependency order: copied verbatim into modeling_radd.py.
-NETWORK_MODULES = ("radd_cli.errors", "radd_cli.validation", "radd_cli.core.scoring", "radd_cli.core.model")
+NETWORK_MODULES = (
+    "radd_cli.errors",
+    "radd_cli.validation",
+    "radd_cli.core.scoring",
+    "radd_cli.core.kv_cache",
+    "radd_cli.core.model",
+)
 NETWORK_MARKER = "# <radd network>"
 CODE_FILES = ("configuration_radd.py", "modeling_radd.py")
 _SHAPE_KEYS = tuple(key for key in shape_values(ModelShape()) if key != "attention")

@@ -112,7 +112,9 @@ def generate(
             pool.step()
             if progress is not None:
                 progress(pool.progress(job), num_samples)
-    return job.result()
+    result = job.result()
+    result.refreshes = getattr(job.sampler, "refreshes", None)  # with a key/value cache (kv_cache.py)
+    return result
 
 
 def sample(

@@ -27,7 +27,7 @@ from radd_cli.sampling.strategy import draw_categorical
 class ConfidenceOrdered(Sampler):
     """What the confidence samplers share: the current block, proposals, and their confidences."""
 
-    settings = frozenset({"block_length", "confidence", "greedy"})
+    settings = frozenset({"block_length", "confidence", "greedy", "kv_cache", "kv_refresh"})
 
     def __init__(self, *args):
         super().__init__(*args)

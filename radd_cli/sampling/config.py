@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from radd_cli.errors import ConfigError, Problem
+from radd_cli.core.kv_cache import KVMode
+from radd_cli.errors import ConfigError, Problem, setting
 from radd_cli.sampling.engine import SAMPLERS
 from radd_cli.sampling.strategy import Strategy
 from radd_cli.validation import Choice, about, field_label, limits, validate
@@ -96,6 +97,16 @@ class SamplingConfig:
             low=0.0, high=MAX_GUIDANCE, help="Classifier-free guidance weight w for conditional generation (0: none)."
         ),
     )
+    kv_cache: KVMode = field(
+        default=KVMode.none,
+        metadata=about(
+            "With block_length: compute only the current block against keys and values kept from the block's "
+            "first call, of the prefix (prefix) or of prefix and suffix (dual); an approximation."
+        ),
+    )
+    kv_refresh: int = field(
+        default=0, metadata=limits(low=0, help="With kv_cache: also refresh after this many block calls (0: never).")
+    )
     stop_at_eos: bool = field(default=False, metadata=about("Trim each sample at its first end-of-text token."))
     batch_invariant: bool = field(
         default=True,
@@ -118,6 +129,7 @@ class SamplingConfig:
         problems += [
             Problem(name, f"the {self.method} sampler needs it") for name in sampler.required if getattr(self, name) is None
         ]
+        problems += _kv_cache_problems(self)
         if problems:
             raise ConfigError(problems)
 
@@ -167,6 +179,24 @@ def differs_from_default(config: SamplingConfig, name: str) -> bool:
     if name == "order":  # positions are never the default
         return not (isinstance(value, str) and value == DEFAULTS[name])
     return value != DEFAULTS[name]
+
+
+def _kv_cache_problems(config: SamplingConfig) -> list[Problem]:
+    if config.kv_cache == KVMode.none:
+        if config.kv_refresh:
+            return [Problem("kv_refresh", f"applies with {setting('kv_cache')} prefix or dual")]
+        return []
+    if config.block_length is None:
+        return [
+            Problem(
+                "kv_cache",
+                f"{config.kv_cache} needs {setting('block_length')}: the cache keeps the rest of the sequence while a "
+                "block is decoded",
+            )
+        ]
+    if config.guidance:
+        return [Problem("kv_cache", f"does not combine with {setting('guidance')} (the unguided rows would need their own cache)")]
+    return []
 
 
 def _order_spec(order) -> OrderName | torch.Tensor:

@@ -136,6 +136,7 @@ class SampleResult:
     tokens: torch.Tensor  # (N, L) int64, on the CPU
     nfe_per_sample: torch.Tensor  # (N,) network evaluations of each sequence
     lengths: torch.Tensor | None = None  # (N,) tokens kept when trimmed at the first end-of-text
+    refreshes: int | None = None  # with a key/value cache: how many of the network calls were full ones (all samples)
 
     @property
     def nfe(self) -> float:
@@ -164,13 +165,7 @@ def advance(model: nn.Module, groups: list[tuple[Sampler, Rows]]) -> dict[int, R
     ]
     if sum(len(query.rows) for query in inputs) == 0:
         return {}
-    log_probs_at = invariance.scorer(any(sampler.config.batch_invariant for sampler, _ in groups))
-    if len(inputs) == 1:
-        log_probs = [log_probs_at(model, inputs[0].tokens, inputs[0].where)]  # (n, V)
-    else:
-        tokens = torch.cat([query.tokens for query in inputs])
-        where = torch.cat([query.where for query in inputs])
-        log_probs = log_probs_at(model, tokens, where).split([int(query.where.sum()) for query in inputs])
+    log_probs = _network_calls(model, groups, inputs)
     failures = {}
     for number, ((sampler, rows), query, sent, part) in enumerate(zip(groups, queries, inputs, log_probs)):
         try:
@@ -210,6 +205,28 @@ class SamplingError(RaddError):
     def __init__(self, error: Exception):
         super().__init__(f"sampling failed ({type(error).__name__}: {error})")
         self.__cause__ = error
+
+
+def _network_calls(model: nn.Module, groups: list[tuple[Sampler, Rows]], inputs: list[Query]) -> list[torch.Tensor]:
+    """Each group's log-probs (n, V): groups whose sampler keeps a key/value cache make their own calls
+    (sampling/kv_cache.py); the others share one call, at fixed shapes when any of them is batch-invariant."""
+    found: dict[int, torch.Tensor] = {}
+    shared = []
+    log_probs_at = invariance.scorer(any(sampler.config.batch_invariant for sampler, _ in groups))
+    for number, ((sampler, rows), query) in enumerate(zip(groups, inputs)):
+        if hasattr(sampler, "cached_log_probs"):
+            found[number] = sampler.cached_log_probs(model, rows, query)
+        else:
+            shared.append(number)
+    if len(shared) == 1:
+        query = inputs[shared[0]]
+        found[shared[0]] = log_probs_at(model, query.tokens, query.where)  # (n, V)
+    elif shared:
+        tokens = torch.cat([inputs[i].tokens for i in shared])
+        where = torch.cat([inputs[i].where for i in shared])
+        parts = log_probs_at(model, tokens, where).split([int(inputs[i].where.sum()) for i in shared])
+        found.update(zip(shared, parts))
+    return [found[number] for number in range(len(groups))]
 
 
 def _with_unconditional(query: Query, rows: Rows, mask_id: int) -> Query:

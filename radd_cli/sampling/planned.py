@@ -57,7 +57,7 @@ class Diffusion(Planned):
     remainder going to the first blocks): block j's steps all come after block j − 1's.
     """
 
-    settings = frozenset({"steps", "cache", "block_length"})
+    settings = frozenset({"steps", "cache", "block_length", "kv_cache", "kv_refresh"})
 
     def __init__(self, *args):
         super().__init__(*args)

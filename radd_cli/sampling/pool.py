@@ -23,6 +23,7 @@ from typing import Hashable
 import torch
 from torch import nn
 
+from radd_cli.core.kv_cache import KVMode
 from radd_cli.core.masking import seed_for
 from radd_cli.core.schedule import Schedule
 from radd_cli.core.scoring import unwrap, vocabulary
@@ -38,6 +39,7 @@ from radd_cli.sampling.engine import (
     new_rows,
     template_tokens,
 )
+from radd_cli.sampling.kv_cache import KVCached
 
 MAX_LENGTHS = 64  # model lengths one sequence may span; past it, each window sees a vanishing share of the text
 
@@ -137,8 +139,10 @@ class Job:
 
 
 def make_sampler(model: nn.Module, schedule: Schedule, config: SamplingConfig, length: int) -> Sampler:
+    """The configured sampler for windows of `length`; with `kv_cache`, its calls go through the key/value cache."""
     vocab_size, mask_id = vocabulary(model)
-    return SAMPLERS[config.method](config, schedule, vocab_size, mask_id, length)
+    sampler = SAMPLERS[config.method](config, schedule, vocab_size, mask_id, length)
+    return KVCached(sampler) if config.kv_cache != KVMode.none else sampler
 
 
 def model_length(model: nn.Module) -> int | None:

@@ -326,7 +326,7 @@ class Trainer:
             batch_size=section.batch_size,
             seed=seed_for(self.recipe.training.seed, 3),
             device=rt.device,
-            autocast=rt.autocast,
+            precision=rt.precision,
             rank=rt.rank,
             world_size=rt.world_size,
             all_reduce=rt.sum if rt.world_size > 1 else None,

@@ -31,17 +31,22 @@ def test_bench_quality_scores_every_setting_exactly_and_writes_its_json(tmp_path
         app,
         [
             "bench", "quality", "--model", str(markov_model), "--num-samples", "6", "--batch-size", "4",
-            "--methods", "tweedie,threshold,first_hitting", "--windows", "3", "--device", "cpu",
+            "--methods", "tweedie,threshold,first_hitting", "--windows", "3", "--device", "cpu", "--kv-cache", "none,dual",
             "--json", str(tmp_path / "q.json"),
         ],
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
-    assert "the chain itself" in result.output and "matching tweedie" in result.output
+    assert "the language itself" in result.output and "matching tweedie" in result.output
     report = json.loads((tmp_path / "q.json").read_text())
     assert report["task"] == "markov" and report["samples"] == 6 and report["length"] == 16
     wanted = [(m, s) for m, s in sampler_sweep.SWEEP if m in ("tweedie", "threshold", "first_hitting")]
-    assert [(row["method"], row["settings"]) for row in report["rows"]] == [(m, s) for m, s in wanted]
+    fitting = [(m, s) for m, s in wanted if 16 % s.get("block_length", 1) == 0]  # blocks of 32 do not fit 16
+    with_cache = [(m, s | {"kv_cache": "dual"}) for m, s in fitting if "block_length" in s]
+    assert sorted(str((row["method"], row["settings"])) for row in report["rows"]) == sorted(
+        str(row) for row in [*fitting, *with_cache]
+    )
+    assert report["kv_cache"] == ["none", "dual"] and any(row["full_calls_per_sequence"] for row in report["rows"])
     for row in report["rows"]:
         assert {"calls_per_sequence", "seconds", "entropy", "nll_per_token", "nll_se", "forbidden_rate", "pareto"} <= set(row)
         assert row["calls_per_sequence"] >= 1 and 0 <= row["forbidden_rate"] <= 1 and row["nll_per_token"] > 0
@@ -63,7 +68,7 @@ def test_on_a_text_model_the_measures_are_judge_free(tmp_path, tiny_checkpoint):
 def test_a_random_sampler_on_the_chain_makes_forbidden_transitions_and_pareto_is_honest():
     uniform = [[int(t) for t in torch.randint(1, markov.SYMBOLS + 1, (64,), generator=torch.Generator().manual_seed(i))] for i in range(30)]
     row = sampler_sweep.measure("uniform", {}, uniform, 1.0, 0.0, exact=True)
-    assert row.forbidden_rate == pytest.approx(1 - markov.ALLOWED / markov.SYMBOLS, abs=0.05)
+    assert row.forbidden_rate > 0.5  # most symbols drawn at random misspell a word or start a wrong one
     perfect = sampler_sweep.reference_row(30, 64)
     costly = sampler_sweep.measure("costly", {}, [[int(s) + 1 for s in r] for r in markov.chain().sample(30, 64, 1)], 9.0, 0.0, exact=True)
     rows = [row, costly]
@@ -77,6 +82,7 @@ def test_bad_bench_quality_options(markov_model):
         (["--methods", "nonsense"], "give samplers among"),
         (["--samples", "1"], "Invalid value for '--samples'"),
         (["--windows", "-1"], "Invalid value for '--windows'"),
+        (["--kv-cache", "none,triple"], "give modes among none, prefix, dual"),
     ):
         result = runner.invoke(app, ["bench", "quality", "--model", str(markov_model), *args])
         assert result.exit_code == 2 and message in result.output, result.output

@@ -112,6 +112,8 @@ def test_methods_orders_strategies_and_no_cache(tmp_path, tiny_checkpoint):
         (["--confidence", "vibes"], "'vibes' is not one of 'probability', 'margin', 'entropy'"),
         (["--method", "remdm", "--remasking", "always"], "'always' is not one of 'cap', 'rescale', 'conf', 'loop'"),
         (["--greedy"], "--greedy: applies to confidence, threshold, not to tweedie"),
+        (["--kv-cache", "dual"], "--kv-cache: dual needs --block-length"),
+        (["--kv-cache", "triple"], "'triple' is not one of 'none', 'prefix', 'dual'"),
         (["--output", "samples.csv"], "use a .txt or .jsonl file"),
         (["--device", "cuda:0"], "--device: cuda:0 asks for a GPU"),
         (["--dtype", "fp16"], "--precision: fp16 needs a GPU"),
@@ -180,6 +182,7 @@ def test_the_sampler_suite_from_the_command_line(tmp_path, tiny_checkpoint):
         ["--method", "first_hitting"],
         ["--length", 40, "--steps", 4],  # past the model's length (16): window by window
         ["--stop-at-eos", "--steps", 4],
+        ["--method", "threshold", "--threshold", 0.5, "--block-length", 4, "--kv-cache", "dual", "--kv-refresh", 2],
     ):
         result = run("--model", tiny_checkpoint, "-n", 2, *extra, "--output", tmp_path / "o.jsonl", "--force")
         assert result.exit_code == 0, (extra, result.output)
@@ -189,6 +192,8 @@ def test_the_sampler_suite_from_the_command_line(tmp_path, tiny_checkpoint):
             assert all(len(row["token_ids"]) == 40 for row in rows)
         if "--stop-at-eos" in extra:
             assert all(len(row["token_ids"]) <= 16 and row["settings"]["stop_at_eos"] for row in rows)
+        if "--kv-cache" in extra:
+            assert "full calls (kv cache dual)" in result.output and rows[0]["settings"]["kv_cache"] == "dual"
 
 
 def test_prompts_from_a_file_with_a_byte_order_mark(tmp_path, tiny_checkpoint):

@@ -85,10 +85,20 @@ def test_the_rows_scored_alone_or_in_any_batch_at_any_place_get_the_same_bits(mo
             assert torch.equal(together, torch.cat([alone[i] for i in order]))
 
 
-@pytest.mark.parametrize("method", ["tweedie", "ordered", "confidence"])
-def test_a_samples_tokens_do_not_depend_on_the_batch_it_ran_in(model, inference_precision, method):
-    """Batches of 1, 3 and 8 rows, with prompts of different lengths, in two orders: the same tokens per seed."""
-    config = SamplingConfig(method=method, steps=12 if method != "ordered" else None)  # batch-invariant by default
+SETTINGS = {
+    "tweedie": dict(method="tweedie", steps=12),
+    "ordered": dict(method="ordered"),
+    "confidence": dict(method="confidence", steps=12),
+    "threshold, dual key/value cache": dict(method="threshold", threshold=0.3, block_length=4, kv_cache="dual"),
+    "tweedie, prefix key/value cache": dict(method="tweedie", steps=12, block_length=8, kv_cache="prefix"),
+}
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_a_samples_tokens_do_not_depend_on_the_batch_it_ran_in(model, inference_precision, name):
+    """Batches of 1, 3 and 8 rows, with prompts of different lengths, in two orders: the same tokens per seed;
+    with the key/value cache too (its full and its block calls run at fixed shapes as well)."""
+    config = SamplingConfig(**SETTINGS[name])  # batch-invariant by default
     start, seeds = templates(model.mask_id, 8), list(range(100, 108))
 
     def draw(order: list[int], batch: int) -> dict[int, list[int]]:

@@ -138,7 +138,8 @@ SAMPLER_REQUESTS = {  # every registered sampler, with settings of its own
 @pytest.mark.precision
 def test_every_sampler_is_served_as_offline_and_guidance_and_stop_at_eos_too(client, offline):
     assert set(SAMPLER_REQUESTS) == set(SAMPLERS)
-    for method, settings in [*SAMPLER_REQUESTS.items(), ("tweedie", {"guidance": 1.5})]:
+    cached = ("threshold", {"threshold": 0.5, "block_length": 4, "kv_cache": "dual"})  # the key/value cache, served
+    for method, settings in [*SAMPLER_REQUESTS.items(), ("tweedie", {"guidance": 1.5}), cached]:
         body = {"method": method, **settings}
         response = client.completions.create(
             model="tiny", prompt="The cat", max_tokens=9, n=2, seed=31, extra_body=body

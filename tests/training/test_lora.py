@@ -90,11 +90,11 @@ def test_the_adapter_alone_on_request_loads_in_radd_and_in_peft(through, tiny_ch
 
 
 def test_lora_settings_are_checked_with_the_recipe(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="lora.final: 'adapter' needs init_from"):
+    with pytest.raises(ConfigError, match="lora.final: 'adapter' needs training.init_from"):
         load_recipe("sort", ["training.lora.rank=8", "training.lora.final=adapter"])
     with pytest.raises(ConfigError, match="3 problems") as caught:
         load_recipe("sort", ["training.lora.rank=-1", "training.lora.targets=['output_layer']", "training.lora.r=2"])
-    assert [problem.split(":")[0] for problem in caught.value.problems] == [
+    assert [problem.field for problem in caught.value.problems] == [
         "training.lora.r",
         "training.lora.rank",
         "training.lora.targets",
