@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +10,10 @@ from rich.table import Table
 
 from radd_cli.bench import inference as bench_inference
 from radd_cli.bench import timing as benchmark
+from radd_cli.bench.models import bench_model
 from radd_cli.bench.timing import Size
+from radd_cli.commands.bench_common import check_outputs, kv_modes, timing_bar, write_json
+from radd_cli.commands.bench_plots import plot_sample
 from radd_cli.commands.options import (
     BatchSizeOption,
     DeviceOption,
@@ -20,17 +21,12 @@ from radd_cli.commands.options import (
     JsonOption,
     PrecisionOption,
     SeedOption,
-    check_writable,
 )
-from radd_cli.console import err, out, progress_bar
-from radd_cli.core.kv_cache import KVMode
+from radd_cli.console import err, out
 from radd_cli.core.losses import Loss, TrainingLoss
-from radd_cli.core.model import RADD, Attention, ModelShape, shape_values
-from radd_cli.core.schedule import get_schedule
+from radd_cli.core.model import Attention, ModelShape, shape_values
 from radd_cli.device import Precision, Work, pick_device, resolve_precision
 from radd_cli.errors import ConfigError
-from radd_cli.files import write_atomically, write_text
-from radd_cli.io.inference import load_for_inference
 from radd_cli.io.pretrained import load
 from radd_cli.sampling import SAMPLERS, Method
 from radd_cli.training.recipe import Recipe, TrainingSection
@@ -43,28 +39,6 @@ LengthOption = Annotated[
 ]
 
 
-def _model(model: str | None, size: Size, length: int | None, device: str, precision: str, work: Work):
-    """(model, schedule, device, precision, label, length) from a checkpoint or a named size."""
-    if model is not None:
-        loaded = load_for_inference(model, device, precision, work)
-        length = length or loaded.model.config.length
-        if length > loaded.model.config.length:
-            raise ConfigError(f"--length {length} is longer than the model's length {loaded.model.config.length}")
-        return loaded.model, loaded.schedule, loaded.device, loaded.precision, model, length
-    target = pick_device(device)
-    resolved = resolve_precision(precision, target.type, work=work)
-    built = RADD(benchmark.size_config(size, length=length)).to(target).eval()
-    return built, get_schedule("loglinear"), target, resolved, f"{size} (random weights)", built.config.length
-
-
-@contextlib.contextmanager
-def timing_bar():
-    """A progress bar with the time left over the runs a benchmark makes; yields its progress(done, total)."""
-    with progress_bar(transient=True) as bar:
-        task = bar.add_task("timing", total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
 def _steps_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -73,25 +47,6 @@ def _steps_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise ConfigError(f"--steps {text!r}: every step count must be at least 1")
     return values
-
-
-def _check_outputs(json_path: Path | None, force: bool, plot: Path | None = None) -> None:
-    """Refuse bad --json / --plot paths, and --plot without matplotlib, before anything is measured."""
-    check_writable(json_path, "--json", force)
-    check_writable(plot, "--plot", force)
-    if plot is not None:
-        _pyplot()
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'radd[plot]'") from None
-    return plt
 
 
 def _methods_list(text: str) -> list[str]:
@@ -117,14 +72,7 @@ def _bench_methods(network, schedule, methods, steps, batch_size, length, target
     out.print(table)
     payload = {"benchmark": "sample-methods", "model": label, "batch_size": batch_size, "length": length,
                "repeats": repeats, **benchmark.environment(target, precision, network), "rows": [vars(r) for r in rows]}
-    _write_json(json_path, payload)
-
-
-def _kv_modes(text: str) -> list[str]:
-    wanted = [name.strip() for name in text.split(",") if name.strip()]
-    if not wanted or any(name not in KVMode.names() for name in wanted):
-        raise ConfigError(f"--kv-cache {text!r}: give modes among {', '.join(KVMode.names())}, comma-separated")
-    return ["none", *[name for name in wanted if name != "none"]]  # the baseline first
+    write_json(json_path, payload)
 
 
 def _bench_kv(network, schedule, method, steps, block_length, modes, batch_size, length, target, precision, label, seed,
@@ -149,13 +97,7 @@ def _bench_kv(network, schedule, method, steps, block_length, modes, batch_size,
     payload = {"benchmark": "sample-kv-cache", "model": label, "method": str(method), "block_length": block_length,
                "batch_size": batch_size, "length": length, "repeats": repeats,
                **benchmark.environment(target, precision, network), "rows": [vars(r) for r in rows]}
-    _write_json(json_path, payload)
-
-
-def _write_json(path: Path | None, payload: dict) -> None:
-    if path is not None:
-        write_text(path, json.dumps(payload, indent=2) + "\n")
-        err.print(f"wrote {path}")
+    write_json(json_path, payload)
 
 
 def bench_sample(
@@ -198,9 +140,9 @@ def bench_sample(
     --kv-cache, a block sampler with and without the key/value cache."""
     step_counts = _steps_list(steps)
     chosen = _methods_list(methods) if methods is not None else None
-    modes = _kv_modes(kv_cache) if kv_cache is not None else None
-    _check_outputs(json_path, force, plot)
-    network, schedule, target, precision, label, length = _model(model, size, length, device, precision, Work.sample)
+    modes = kv_modes(kv_cache) if kv_cache is not None else None
+    check_outputs(json_path, force, plot)
+    network, schedule, target, precision, label, length = bench_model(model, size, length, device, precision, Work.sample)
     if modes is not None:
         return _bench_kv(network, schedule, method, step_counts, block_length, modes, batch_size, length, target,
                          precision, label, seed, repeats, json_path)
@@ -255,29 +197,9 @@ def bench_sample(
         "rows": [vars(r) for r in rows],
         "speedups": gains,
     }
-    _write_json(json_path, payload)
+    write_json(json_path, payload)
     if plot is not None:
-        _plot(rows, plot)
-
-
-def _plot(rows, path: Path) -> None:
-    plt = _pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for mode in sorted({row.cache for row in rows}):
-        chosen = [row for row in rows if row.cache == mode]
-        steps = [row.steps for row in chosen]
-        left.plot(steps, [row.nfe for row in chosen], marker="o", label=f"cache {mode}")
-        right.plot(steps, [row.seconds for row in chosen], marker="o", label=f"cache {mode}")
-    chosen = [row for row in rows if row.cache == "on"]
-    left.plot([r.steps for r in chosen], [r.expected_nfe for r in chosen], "k--", label="E-NFE")
-    for axis, name in ((left, "network evaluations per sequence"), (right, "seconds per batch")):
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("sampling steps")
-        axis.set_ylabel(name)
-        axis.legend()
-    figure.tight_layout()
-    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=120))
-    err.print(f"wrote {path}")
+        plot_sample(rows, plot)
 
 
 def bench_train(
@@ -304,7 +226,7 @@ def bench_train(
 ) -> None:
     """`radd train`'s own step (objective, backward, clip, AdamW, EMA through accelerate): time, tokens/s,
     peak memory against the estimate, MFU on GPU."""
-    _check_outputs(json_path, force)
+    check_outputs(json_path, force)
     if sharding != Sharding.none and model is not None:
         raise ConfigError("--sharding times random weights of a --size; leave out --model")
     training = TrainingSection(
@@ -351,7 +273,7 @@ def bench_train(
         ),
     )
     out.print(table)
-    _write_json(
+    write_json(
         json_path,
         {
             "benchmark": "train",
@@ -383,8 +305,8 @@ def bench_eval(
 ) -> None:
     """Forward time per batch and tokens/s of the Monte-Carlo objective; or, with --compile, the network call
     that sampling makes, eager against compiled."""
-    _check_outputs(json_path, force)
-    network, schedule, target, precision, label, length = _model(model, size, length, device, precision, Work.eval)
+    check_outputs(json_path, force)
+    network, schedule, target, precision, label, length = bench_model(model, size, length, device, precision, Work.eval)
     if compile:
         return _bench_compile(network, batch_size, length, batches, target, precision, label, json_path)
     with timing_bar() as progress:
@@ -404,7 +326,7 @@ def bench_eval(
     table.add_row(f"{loss}", f"{result.tokens_per_second:,.0f} tokens/s")
     table.add_row("peak memory", f"{result.peak_memory_gb:.2f} GB")
     out.print(table)
-    _write_json(
+    write_json(
         json_path,
         {"benchmark": "eval", "model": label, **benchmark.environment(target, precision, network), **vars(result)},
     )
@@ -422,7 +344,7 @@ def _bench_compile(network, batch_size, length, batches, target, precision, labe
     if row.compiled_ms is not None:
         table.add_row("compiled", f"{row.compiled_ms:.1f} ms ({row.speedup:.2f}×), after {row.compile_seconds:.0f} s compiling")
     out.print(table)
-    _write_json(
+    write_json(
         json_path,
         {"benchmark": "eval-compile", "model": label, **benchmark.environment(target, precision, network), **vars(row)},
     )

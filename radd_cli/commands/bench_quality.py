@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from radd_cli.commands.bench import _check_outputs, _kv_modes, _pyplot, _write_json
+from radd_cli.commands.bench_common import check_outputs, kv_modes, write_json
+from radd_cli.commands.bench_plots import plot_quality
 from radd_cli.commands.loading import load_model
 from radd_cli.commands.options import (
     BatchSizeOption,
@@ -24,7 +25,6 @@ from radd_cli.console import err, out, progress_bar
 from radd_cli.device import Precision, Work
 from radd_cli.errors import ConfigError
 from radd_cli.evaluation import sampler_sweep
-from radd_cli.files import write_atomically
 from radd_cli.sampling import SAMPLERS, SamplingConfig, generate
 
 
@@ -63,8 +63,8 @@ def bench_quality(
     """
     samples = samples_alias if samples_alias is not None else num_samples
     chosen = _chosen_rows(only_alias if only_alias is not None else methods)
-    modes = _kv_modes(kv_cache)
-    _check_outputs(json_path, force, plot)
+    modes = kv_modes(kv_cache)
+    check_outputs(json_path, force, plot)
     loaded = load_model(model, device, precision, Work.sample, compile)
     length = loaded.model.config.length
     rows = sampler_sweep.sweep_rows(chosen, length, modes)
@@ -94,9 +94,9 @@ def bench_quality(
         payload["matches_exact"] = _report_matches(found)
     if windows:
         payload["windows"] = _seams(loaded, windows, samples, batch_size, seed, exact)
-    _write_json(json_path, payload)
+    write_json(json_path, payload)
     if plot is not None:
-        _plot(found, reference, plot)
+        plot_quality(found, reference, plot)
 
 
 def _chosen_rows(only: str | None) -> list[tuple[str, dict]]:
@@ -165,46 +165,3 @@ def _seams(loaded, windows: int, samples: int, batch_size: int, seed: int, exact
             f"{100 * inside:.2f}% inside windows"
         )
     return found
-
-
-def _plot(rows, reference, path: Path) -> None:
-    """Each quality measure (a row of panels) against network calls and against wall time (the columns)."""
-    plt = _pyplot()
-    exact = reference is not None
-    measures = (
-        [("forbidden_rate", "forbidden-transition rate"), ("nll_per_token", "NLL per token under the language")]
-        if exact
-        else [("entropy", "unigram entropy (nats)"), ("distinct4", "distinct-4")]
-    )
-    costs = [("calls_per_sequence", "network calls per sequence"), ("seconds", "wall time (s)")]
-    figure, axes = plt.subplots(len(measures), len(costs), figsize=(11, 8), squeeze=False)
-
-    def value(row, name):
-        return row.distinct[4] if name == "distinct4" else getattr(row, name)
-
-    for (name, label), panel_row in zip(measures, axes):
-        for (cost, cost_label), axis in zip(costs, panel_row):
-            for line in dict.fromkeys(_line_of(row) for row in rows):
-                chosen = sorted((row for row in rows if _line_of(row) == line), key=lambda row: getattr(row, cost))
-                axis.plot([getattr(r, cost) for r in chosen], [value(r, name) for r in chosen], marker="o", label=line)
-            if cost == "calls_per_sequence":
-                frontier = sorted((row for row in rows if row.pareto), key=lambda row: row.calls_per_sequence)
-                xs, ys = [r.calls_per_sequence for r in frontier], [value(r, name) for r in frontier]
-                axis.plot(xs, ys, "k--", lw=1, label="Pareto frontier (calls)")
-                axis.scatter(xs, ys, s=90, facecolors="none", edgecolors="k")
-            if exact:
-                axis.axhline(value(reference, name), color="grey", lw=1, ls=":", label="the language itself")
-            axis.set_xscale("log")
-            axis.set_xlabel(cost_label)
-            axis.set_ylabel(label)
-    axes[0][0].legend(fontsize=6)
-    figure.tight_layout()
-    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=120))
-    err.print(f"wrote {path}")
-
-
-def _line_of(row) -> str:
-    """One plotted line per sampler, block length and cache mode."""
-    extra = [f"blocks of {row.settings['block_length']}"] if "block_length" in row.settings else []
-    extra += [f"kv {row.settings['kv_cache']}"] if "kv_cache" in row.settings else []
-    return f"{row.method} ({', '.join(extra)})" if extra else row.method
