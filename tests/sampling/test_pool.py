@@ -102,18 +102,18 @@ def test_a_job_whose_rows_fail_fails_alone_and_the_others_are_what_they_are_offl
     config = SamplingConfig(steps=8)
     good_template = torch.tensor([1] + [mask] * 7)
     bad_template = torch.tensor([PoisonedRows.POISON] + [mask] * 7)
-    good = make_job(model, LOGLINEAR, config, length=8, seeds=[0, 1, 2], template=good_template)
-    bad = make_job(model, LOGLINEAR, config, length=8, seeds=[3], template=bad_template)
-    pool = RowPool(model, max_rows=8)
-    pool.admit(good)
-    pool.admit(bad)
-    while not (good.finished and bad.finished):
+    goods = [make_job(model, LOGLINEAR, config, length=8, seeds=[seed], template=good_template) for seed in range(16)]
+    bad = make_job(model, LOGLINEAR, config, length=8, seeds=[99], template=bad_template)
+    pool = RowPool(model, max_rows=17)
+    for job in [*goods[:8], bad, *goods[8:]]:  # the poisoned request among 16 good ones, in one batch
+        pool.admit(job)
+    while not all(job.finished for job in [*goods, bad]):
         pool.step()
     assert isinstance(bad.error, NonFiniteError) and pool.running == 0
     with pytest.raises(NonFiniteError, match="NaN or infinite log-probabilities"):
         bad.result()
-    offline = generate(tiny_model, LOGLINEAR, config, num_samples=3, length=8, template=good_template, seeds=[0, 1, 2])
-    assert torch.equal(good.result().tokens, offline.tokens)
+    offline = generate(tiny_model, LOGLINEAR, config, num_samples=16, length=8, template=good_template, seeds=range(16))
+    assert torch.equal(torch.cat([job.result().tokens for job in goods]), offline.tokens)
 
 
 def test_cancelled_samples_leave_and_the_rest_finish_as_they_would_alone(tiny_model):
