@@ -23,18 +23,13 @@ from radd_cli.commands.options import (
 from radd_cli.console import out
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError, RaddError
+from radd_cli.evaluation.conditional import Likelihood
 from radd_cli.files import write_text
 from radd_cli.sampling import Method
-from radd_cli.validation import Choice
 
 INSTALL = "pip install 'radd[lmeval]'"
 
 
-class Likelihood(Choice):
-    """How log p(continuation | context) is computed (radd_cli.evaluation.lmeval)."""
-
-    exact = "exact"  # one network call per continuation token
-    monte_carlo = "monte_carlo"  # the mean of --mc-samples λ-DCE draws
 
 
 def harness(

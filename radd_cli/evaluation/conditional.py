@@ -24,6 +24,14 @@ from radd_cli.core.losses import LOSSES
 from radd_cli.core.masking import seed_for
 from radd_cli.core.schedule import Schedule
 from radd_cli.core.scoring import log_probs_at, vocabulary
+from radd_cli.validation import Choice
+
+
+class Likelihood(Choice):
+    """How log p(continuation | context) is computed."""
+
+    exact = "exact"  # any-order autoregressive: one network call per continuation token
+    monte_carlo = "monte_carlo"  # the mean of mc_samples λ-DCE draws
 
 
 def layout(

@@ -36,9 +36,10 @@ from lm_eval.api.model import LM
 from radd_cli.device import Precision, Work
 from radd_cli.errors import ConfigError, NonFiniteError, RaddError
 from radd_cli.evaluation import conditional
+from radd_cli.evaluation.conditional import Likelihood
 from radd_cli.io.inference import load_for_inference
 from radd_cli.sampling import MAX_STEPS, Method, SamplingConfig, Strategy, prompting
-from radd_cli.validation import Choice, limits, shown, validate
+from radd_cli.validation import limits, shown, validate
 
 NAME = "radd"
 TARGET = "radd_cli.evaluation.lmeval:RaddLM"  # what the entry point names
@@ -52,9 +53,6 @@ def register() -> None:
         model_registry.register(NAME, target=TARGET)
 
 
-class Likelihood(Choice):
-    exact = "exact"  # any-order autoregressive: one network call per continuation token
-    monte_carlo = "monte_carlo"  # the mean of mc_samples λ-DCE draws
 
 
 AUTO_BATCH_SIZE = 16  # what `batch_size=auto` (or auto:N) gives: radd does not search for the largest
