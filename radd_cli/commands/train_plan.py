@@ -19,7 +19,7 @@ from radd_cli.device import AUTO_PRECISION, Hardware, Precision, Work, available
 from radd_cli.io.tokenizer import KNOWN_VOCABULARIES
 from radd_cli.training.launch import plans_to_shard
 from radd_cli.training.learner import micro_batch_size
-from radd_cli.training.lora import adapter_parameter_count
+from radd_cli.training.lora import trained_parameter_count
 from radd_cli.training.memory import Layout, gigabytes, training_memory
 from radd_cli.training.recipe import Recipe
 
@@ -51,7 +51,7 @@ def print_plan(recipe: Recipe, processes: int, gpus: bool) -> None:
     micro_batch = micro_batch_size(training, processes)
     config = ModelConfig.of(recipe.model, vocabulary_size(recipe))
     lora = training.lora
-    trained = adapter_parameter_count(config, lora.rank, lora.targets) if lora.enabled else None
+    trained = trained_parameter_count(config, lora) if lora.enabled else None
     both = [
         training_memory(config, micro_batch, replace(layout, activation_checkpointing=on), trained=trained)
         for on in (False, True)
@@ -62,9 +62,10 @@ def print_plan(recipe: Recipe, processes: int, gpus: bool) -> None:
     out.print(f"parameters: {both[0].parameters / 1e6:,.1f} M", highlight=False)
     if lora.enabled:
         share = both[0].trained / both[0].parameters
+        full = f" and the {' and '.join(map(str, lora.full))} in full" if lora.full else ""
         out.print(
-            f"trained: {both[0].trained / 1e6:,.3f} M ({share:.1%}), LoRA adapters of rank {lora.rank}: only they "
-            "have gradients, optimizer state and an EMA",
+            f"trained: {both[0].trained / 1e6:,.3f} M ({share:.1%}), LoRA adapters of rank {lora.rank}{full}: only "
+            "they have gradients, optimizer state and an EMA",
             highlight=False,
         )
     out.print(

@@ -28,9 +28,14 @@ def is_adapter_folder(folder: Path) -> bool:
 
 
 def merge(base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
-    """The base weights with every adapter added in: W + scaling · B A (computed in float32)."""
+    """The base weights with every adapter added in: W + scaling · B A (computed in float32), and any layer
+    trained in full beside the adapters (peft's modules_to_save, under the base's names) in place of the base's."""
     merged = dict(base)
-    for key in adapter:
+    for key, value in adapter.items():
+        if not key.endswith((A, B)):
+            if key not in base or base[key].shape != value.shape:
+                raise CheckpointError(f"the adapter folder's {key} has no weight of its shape in the base model")
+            merged[key] = value.to(base[key].dtype)
         if not key.endswith(A):
             continue
         module = key[: -len(A)]

@@ -96,7 +96,7 @@ class Learner:
         self.objective = LOSSES[training.loss_type]
         config = ModelConfig.of(recipe.model, vocab_size)
         lora = training.lora
-        trained = lora_lib.adapter_parameter_count(config, lora.rank, lora.targets) if lora.enabled else None
+        trained = lora_lib.trained_parameter_count(config, lora) if lora.enabled else None
         self.memory_estimate = training_memory(config, self.micro_batch, layout(training, runtime), trained=trained)
         check_fits(self.memory_estimate, available_memory(runtime.device), self.micro_batch)
         torch.manual_seed(training.seed)

@@ -29,7 +29,7 @@ from radd_cli.data.tokens import DEFAULT_CACHE, Packing
 from radd_cli.device import Precision
 from radd_cli.errors import ConfigError, Problem, setting
 from radd_cli.sampling import SamplingConfig
-from radd_cli.training.lora import LoraFinal, LoraTarget, require_peft
+from radd_cli.training.lora import LoraFinal, LoraFull, LoraTarget, require_peft
 from radd_cli.training.optim import LRSchedule
 from radd_cli.training.run_log import Tracker
 from radd_cli.training.runtime import Sharding
@@ -87,6 +87,7 @@ class LoraSection(Section):
     alpha: float = field(default=16.0, metadata=limits(above=0.0))
     dropout: float = field(default=0.0, metadata=limits(low=0.0, below=1.0))
     targets: tuple[LoraTarget, ...] = tuple(LoraTarget)
+    full: tuple[LoraFull, ...] = ()  # layers trained in full beside the adapters (peft's modules_to_save)
     final: LoraFinal = LoraFinal.merged
 
     def check(self) -> None:

@@ -43,8 +43,9 @@ def test_a_dry_run_with_lora_counts_the_adapters_alone_as_trained(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["train", "--recipe", "large", "--dry-run", "--gpus", "8", "training.lora.rank=16"])
     assert result.exit_code == 0, result.output
-    # 16 blocks × 16 × (4 + 2 + 5 + 5) × 2048 adapter weights beside the 1,011.5 M of the network
-    assert "parameters: 1,019.9 M" in result.output and "trained: 8.389 M (0.8%)" in result.output
+    # 16 blocks × 16 × (4 + 2 + 5 + 5) × 2048 adapter weights, and 16 × (2048 + V + 1) of the output layer's,
+    # beside the 1,011.5 M of the network
+    assert "parameters: 1,020.7 M" in result.output and "trained: 9.226 M (0.9%)" in result.output
     full = runner.invoke(app, ["train", "--recipe", "large", "--dry-run", "--gpus", "8"])
 
     def totals(output: str) -> list[float]:
