@@ -76,17 +76,19 @@ def _bench_methods(network, schedule, methods, steps, batch_size, length, target
 
 
 def _bench_kv(network, schedule, method, steps, block_length, modes, batch_size, length, target, precision, label, seed,
-              repeats, json_path):
+              repeats, json_path, batch_invariant):
     takes_steps = "steps" in SAMPLERS[method].settings
     if "kv_cache" not in SAMPLERS[method].settings:
         raise ConfigError(f"--kv-cache: --method {method} does not decode by blocks")
     rows = bench_inference.bench_kv_cache(
         network, schedule, method=str(method), steps_list=steps if takes_steps else [None], block_length=block_length,
         modes=modes, batch_size=batch_size, length=length, device=target, precision=precision,
-        settings=benchmark.METHOD_SETTINGS.get(str(method)), seed=seed, repeats=repeats,
+        settings={**benchmark.METHOD_SETTINGS.get(str(method), {}), "batch_invariant": batch_invariant},
+        seed=seed, repeats=repeats,
     )
+    shapes = "fixed shapes" if batch_invariant else "the batch's own shapes"
     table = Table(title=f"radd bench sample --kv-cache: {label}, {method} by blocks of {block_length}, "
-                        f"batch {batch_size} × {length} on {target}")
+                        f"batch {batch_size} × {length} on {target}, {shapes}")
     for column in ("steps", "kv cache", "calls/seq", "full calls/seq", "seconds", "tokens/s", "× none", "CPU s", "× none (CPU)"):
         table.add_column(column, justify="right")
     for row in rows:
@@ -95,7 +97,7 @@ def _bench_kv(network, schedule, method, steps, block_length, modes, batch_size,
                       f"{row.cpu_seconds:.2f}", f"{row.cpu_speedup:.2f}")
     out.print(table)
     payload = {"benchmark": "sample-kv-cache", "model": label, "method": str(method), "block_length": block_length,
-               "batch_size": batch_size, "length": length, "repeats": repeats,
+               "batch_size": batch_size, "length": length, "repeats": repeats, "batch_invariant": batch_invariant,
                **benchmark.environment(target, precision, network), "rows": [vars(r) for r in rows]}
     write_json(json_path, payload)
 
@@ -134,6 +136,10 @@ def bench_sample(
         int, typer.Option("--block-length", min=1, help="With --kv-cache: positions per block.")
     ] = 32,
     method: Annotated[Method, typer.Option("--method", help="With --kv-cache: the block sampler to time.")] = Method.tweedie,
+    batch_invariant: Annotated[
+        bool,
+        typer.Option("--batch-invariant/--no-batch-invariant", help="With --kv-cache: calls at fixed shapes (the default)."),
+    ] = True,
 ) -> None:
     """Sampling with the cache on and off: NFE measured vs E-NFE, time, tokens/s, speedups; or, with
     --methods, each sampler's time per network call against cached tweedie's at the same batch; or, with
@@ -145,7 +151,7 @@ def bench_sample(
     network, schedule, target, precision, label, length = bench_model(model, size, length, device, precision, Work.sample)
     if modes is not None:
         return _bench_kv(network, schedule, method, step_counts, block_length, modes, batch_size, length, target,
-                         precision, label, seed, repeats, json_path)
+                         precision, label, seed, repeats, json_path, batch_invariant)
     if chosen is not None:
         return _bench_methods(network, schedule, chosen, step_counts, batch_size, length, target, precision, label, seed, repeats, json_path)
     with timing_bar() as progress:

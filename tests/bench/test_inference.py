@@ -25,7 +25,14 @@ def test_bench_sample_with_the_key_value_cache_counts_full_calls_apart(tmp_path)
     assert list(rows) == ["none", "dual", "prefix"] and report["block_length"] == 8  # the baseline first
     assert rows["none"]["full_calls"] == rows["none"]["calls"] and rows["none"]["speedup"] == 1.0
     assert rows["dual"]["calls"] == rows["none"]["calls"] and rows["dual"]["full_calls"] == 4  # one per block
-    assert all(row["tokens_per_second"] > 0 for row in rows.values())
+    assert all(row["tokens_per_second"] > 0 for row in rows.values()) and report["batch_invariant"]
+    plain = run(
+        "sample", "--size", "tiny", "--length", 32, "--batch-size", 3, "--steps", 16, "--block-length", 8,
+        "--kv-cache", "dual", "--repeats", 1, "--device", "cpu", "--no-batch-invariant", "--json", tmp_path / "plain.json",
+    )
+    assert plain.exit_code == 0, plain.output
+    report = json.loads((tmp_path / "plain.json").read_text())
+    assert report["batch_invariant"] is False and [row["calls"] for row in report["rows"]] == [rows["none"]["calls"]] * 2
 
 
 def test_bad_bench_cache_options_are_one_line_errors():
