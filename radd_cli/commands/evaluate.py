@@ -128,21 +128,13 @@ def evaluate(
     )
 
 
-def default_split(dataset: str) -> str:
-    """The split a published number is reported on: test where there is one, else validation; all of a local file
-    (the user's own text, given to be scored)."""
-    found = sources.source(dataset)
-    if isinstance(found, sources.LocalSource):
-        return "all"
-    return next(split for split in ("test", "validation", "all") if split in found.splits)
-
-
 def _perplexity(
     model, dataset, split, length, batch_size, loss, mc_samples, target_se, seed, json_path, device, precision, cache_dir,
     compile,
 ) -> None:
-    split = split or default_split(dataset)
-    sources.source(dataset).check_split(split)  # before the model is loaded
+    origin = sources.source(dataset)
+    split = split or origin.scored_split
+    origin.check_split(split)  # before the model is loaded
     runtime = build_runtime(precision, cpu=device == "cpu") if launched_as_one_of_many() else None
     loaded = load_model(model, str(runtime.device) if runtime else device, precision, Work.eval, compile)
     length = length if length is not None else loaded.model.config.length

@@ -81,6 +81,11 @@ class Source:
         if split not in self.splits:
             raise ConfigError(f"{self.name} has no split {split!r}; it has {', '.join(self.splits)}", field="split")
 
+    @property
+    def scored_split(self) -> str:
+        """The split a published number is reported on: test where there is one, else validation, else all."""
+        return next(split for split in ("test", "validation", "all") if split in self.splits)
+
     def identity(self) -> list:
         """What a cache of this source's tokens depends on."""
         return [self.name]
@@ -178,6 +183,7 @@ class TaskSource(Source):
 class LocalSource(Source):
     path: Path
     splits = LOCAL_SPLITS
+    scored_split = "all"  # the user's own text, given to be scored whole
 
     @property
     def name(self) -> str:
